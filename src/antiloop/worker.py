@@ -1,0 +1,193 @@
+"""claim -> handle -> complete. One chat at a time, in order; many chats at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._util import Identity, sleep_or_stop
+from .context import Context
+from .outbox import Outbox
+from .store.base import InboxEntry, Store
+
+log = logging.getLogger("antiloop.worker")
+
+Handler = Callable[[Context], Awaitable[Any]]
+Key = tuple[str, int]
+
+
+class Worker:
+    """Runs the handler for each inbox entry it is given.
+
+    Entries with the same order key (the chat, else the user) run one at a time in update order:
+    a failing update blocks the rest of its chat while it is retried, as Telegram does. Up to
+    ``concurrency`` chats run at once. A handler that raises is retried with exponential backoff;
+    after ``max_attempts`` attempts the update is parked as a dead letter with the exception.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        store: Store,
+        outbox: Outbox,
+        identity: Identity,
+        bot_id: int,
+        *,
+        concurrency: int = 16,
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        bot_username: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.handler = handler
+        self.store = store
+        self.outbox = outbox
+        self.identity = identity
+        self.bot_id = bot_id
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.bot_username = bot_username
+        self._chats: dict[Key, deque[InboxEntry]] = {}
+        self._ready: asyncio.Queue[Key] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._backlog = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.max_backlog = 5000
+        self.handled = 0
+        self.failed = 0
+        self.dead = 0
+
+    @property
+    def backlog(self) -> int:
+        """Entries given to the worker and not finished yet."""
+        return self._backlog
+
+    def start(self) -> None:
+        for i in range(self.concurrency):
+            self._tasks.append(asyncio.create_task(self._run(), name=f"antiloop-worker-{i}"))
+
+    def submit(self, entries: list[InboxEntry]) -> None:
+        for entry in entries:
+            key: Key = ("c", entry.order_key) if entry.order_key is not None else ("u", entry.update_id)
+            queue = self._chats.get(key)
+            if queue is None:
+                self._chats[key] = deque([entry])
+                self._ready.put_nowait(key)
+            else:
+                queue.append(entry)
+            self._backlog += 1
+        if self._backlog:
+            self._idle.clear()
+        if self._backlog >= self.max_backlog:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            key = await self._ready.get()
+            if key[0] == "stop":
+                return
+            queue = self._chats[key]
+            try:
+                while queue and not self._stop.is_set():
+                    await self._handle(queue[0])
+                    queue.popleft()
+                    self._finished_one()
+            except _Stopping:
+                return
+            finally:
+                if not queue:
+                    self._chats.pop(key, None)
+                # else: stopping; what is left is released by stop()
+
+    def _finished_one(self) -> None:
+        self._backlog -= 1
+        if self._backlog < self.max_backlog // 2:
+            self._room.set()
+        if self._backlog == 0:
+            self._idle.set()
+
+    async def _handle(self, entry: InboxEntry) -> None:
+        attempts = entry.attempts
+        while True:
+            replayed = await self.store.sends_for(self.bot_id, entry.update_id) if attempts > 1 else {}
+            ctx = Context(entry.update, bot_id=self.bot_id, outbox=self.outbox, store=self.store,
+                          attempt=attempts, bot_username=self.bot_username, replayed=replayed)
+            try:
+                try:
+                    await self.handler(ctx)
+                finally:
+                    await self._finish(ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failed += 1
+                error = f"{type(exc).__name__}: {exc}"
+                dead = attempts >= self.max_attempts
+                if dead:
+                    tb = traceback.format_exception(exc)
+                    log.error("update %s failed %d times, parked as a dead letter: %s\n%s",
+                              entry.update_id, attempts, error, "".join(tb[-6:]).rstrip())
+                    await self.store.fail(self.bot_id, entry.update_id, error, dead=True,
+                                          owner=self.identity)
+                    self.dead += 1
+                    return
+                attempts = await self.store.fail(self.bot_id, entry.update_id, error, dead=False,
+                                                 owner=self.identity)
+                delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempts - 2))
+                delay *= random.uniform(0.8, 1.2)
+                log.warning("update %s failed (attempt %d of %d): %s; retrying in %.1f s",
+                            entry.update_id, attempts - 1, self.max_attempts, error, delay)
+                if await sleep_or_stop(self._stop, delay):
+                    raise _Stopping() from None
+                continue
+            await self.store.complete(self.bot_id, entry.update_id, self.identity)
+            self.handled += 1
+            return
+
+    async def _finish(self, ctx: Context) -> None:
+        try:
+            await ctx.finish()
+        except Exception as exc:  # answering is best effort; the update's fate is the handler's
+            log.warning("update %s: could not answer callback query: %s", ctx.update_id, exc)
+
+    async def stop(self, drain_timeout: float) -> list[int]:
+        """Stop taking new work; let running handlers finish for up to ``drain_timeout`` s.
+        Returns the update ids not finished (to be released for the next holder)."""
+        self._stop.set()
+        running = [t for t in self._tasks if not t.done()]
+        # Wake idle workers.
+        for _ in running:
+            self._ready.put_nowait(("stop", 0))
+        if running:
+            _, pending = await asyncio.wait(running, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        left = [e.update_id for q in self._chats.values() for e in q]
+        self._chats.clear()
+        return left
+
+
+class _Stopping(Exception):
+    """Raised inside a worker when a retry backoff is cut short by shutdown."""
