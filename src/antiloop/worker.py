@@ -62,6 +62,7 @@ class Worker:
         self._ready: asyncio.Queue[Key] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._completing: set[asyncio.Task[None]] = set()
         self._backlog = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -161,9 +162,21 @@ class Worker:
                 if await sleep_or_stop(self._stop, delay):
                     raise _Stopping() from None
                 continue
-            await self.store.complete(self.bot_id, entry.update_id, self.identity)
+            # Not awaited: the next update of this chat may start while the completion is being
+            # committed (group commit). If we die first, the update is re-run and its recorded
+            # sends are skipped, so nothing is repeated; the stop() drain awaits these.
+            task = asyncio.create_task(self.store.complete(self.bot_id, entry.update_id,
+                                                           self.identity))
+            self._completing.add(task)
+            task.add_done_callback(self._completed)
             self.handled += 1
             return
+
+    def _completed(self, task: asyncio.Task[None]) -> None:
+        self._completing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not record an update as done (it will be re-run, with its sends "
+                      "skipped, by the next holder): %s", task.exception())
 
     async def _finish(self, ctx: Context) -> None:
         try:
@@ -184,6 +197,8 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._completing:
+            await asyncio.wait(list(self._completing), timeout=drain_timeout)
         left = [e.update_id for q in self._chats.values() for e in q]
         self._chats.clear()
         return left

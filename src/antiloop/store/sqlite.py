@@ -116,6 +116,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -238,27 +239,37 @@ class SQLiteStore:
 
     # -- the write queue (group commit) and reads -----------------------------------------------
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            raise StoreError(f"the store {self.path} is not open")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[T] = self._enqueue()
         self._queue.append((op, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
         return await fut
 
+    def _enqueue(self) -> asyncio.Future[Any]:
+        if self._conn is None:
+            raise StoreError(f"the store {self.path} is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return fut
+
     async def _flush(self) -> None:
+        """Commit everything queued so far in one transaction; repeat while more arrives."""
         loop = asyncio.get_running_loop()
-        while self._queue:
-            batch, self._queue = self._queue, []
+        await asyncio.sleep(0)  # let the writers of this loop iteration queue up
+        while self._queue or self._rows:
+            batch = _Batch(self._queue, self._rows)
+            self._queue, self._rows = [], {}
             try:
                 results = await loop.run_in_executor(self._pool, self._run_batch, batch)
             except BaseException as exc:  # the whole transaction failed
                 err = self._explain(exc) if isinstance(exc, sqlite3.Error) else exc
-                for _, fut in batch:
+                for fut in batch.futures():
                     if not fut.done():
                         fut.set_exception(err)
                 continue
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+            for fut in batch.row_futures():
+                if not fut.done():
+                    fut.set_result(None)
+            for (_, fut), (ok, value) in zip(batch.ops, results, strict=True):
                 if fut.done():
                     continue
                 if ok:
@@ -266,29 +277,53 @@ class SQLiteStore:
                 else:
                     fut.set_exception(self._explain(value) if isinstance(value, sqlite3.Error) else value)
 
-    def _run_batch(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, batch: _Batch) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        results: list[tuple[bool, Any]] = []
         try:
-            for op, _ in batch:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in batch.rows.items():
+                conn.executemany(sql, [r for r, _ in rows])
+            results = [(True, op(conn)) for op, _ in batch.ops]
+            conn.execute("COMMIT")
+            return results
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _is_io(exc):
+                raise
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        # One operation failed: run again with a savepoint around each, so only it fails.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in batch.rows.items():
+                conn.executemany(sql, [r for r, _ in rows])
+            out: list[tuple[bool, Any]] = []
+            for op, _ in batch.ops:
                 conn.execute("SAVEPOINT op")
                 try:
-                    results.append((True, op(conn)))
+                    out.append((True, op(conn)))
                     conn.execute("RELEASE op")
                 except Exception as exc:
                     if isinstance(exc, sqlite3.OperationalError) and _is_io(exc):
                         raise
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    results.append((False, exc))
+                    out.append((False, exc))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return results
+        return out
+
+    async def _write_row(self, sql: str, row: tuple[Any, ...]) -> None:
+        """A one-statement write, batched with its kind into one executemany."""
+        fut = self._enqueue()
+        self._rows.setdefault(sql, []).append((row, fut))
+        await fut
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -387,15 +422,7 @@ class SQLiteStore:
         return await self._write(op)
 
     async def complete(self, bot_id: int, update_id: int, owner: Identity) -> None:
-        now = self._clock()
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE inbox SET state='done', raw=NULL, finished_at=?, finished_by=?, "
-                "lease_until=NULL WHERE bot_id=? AND update_id=?",
-                (now, owner.instance_id, bot_id, update_id))
-
-        await self._write(op)
+        await self._write_row(_COMPLETE, (self._clock(), owner.instance_id, bot_id, update_id))
 
     async def fail(
         self, bot_id: int, update_id: int, error: str, *, dead: bool, owner: Identity
@@ -450,15 +477,8 @@ class SQLiteStore:
     async def record_send(
         self, bot_id: int, update_id: int, ordinal: int, method: str, result: Any
     ) -> None:
-        now = self._clock()
-        payload = _dumps(result)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO sends(bot_id, update_id, ordinal, method, result, sent_at) "
-                "VALUES(?,?,?,?,?,?)", (bot_id, update_id, ordinal, method, payload, now))
-
-        await self._write(op)
+        await self._write_row(_RECORD_SEND, (bot_id, update_id, ordinal, method, _dumps(result),
+                                             self._clock()))
 
     # -- windows and counters -----------------------------------------------------------------------
     async def hit_window(self, bot_id: int, key: str, window_s: float) -> bool:
@@ -578,6 +598,33 @@ class SQLiteStore:
                 "SELECT DISTINCT bot_id FROM inbox UNION SELECT DISTINCT bot_id FROM dead")]
 
         return await self._read(op)
+
+
+_COMPLETE = (
+    "UPDATE inbox SET state='done', raw=NULL, finished_at=?, finished_by=?, lease_until=NULL "
+    "WHERE bot_id=? AND update_id=?"
+)
+_RECORD_SEND = (
+    "INSERT OR REPLACE INTO sends(bot_id, update_id, ordinal, method, result, sent_at) "
+    "VALUES(?,?,?,?,?,?)"
+)
+
+
+class _Batch:
+    """What one transaction commits: batched one-statement rows, then arbitrary operations."""
+
+    __slots__ = ("ops", "rows")
+
+    def __init__(self, ops: list[tuple[Op, asyncio.Future[Any]]],
+                 rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]]) -> None:
+        self.ops = ops
+        self.rows = rows
+
+    def row_futures(self) -> list[asyncio.Future[Any]]:
+        return [f for rows in self.rows.values() for _, f in rows]
+
+    def futures(self) -> list[asyncio.Future[Any]]:
+        return [f for _, f in self.ops] + self.row_futures()
 
 
 def _bump(conn: sqlite3.Connection, bot_id: int, reason: str, n: int) -> None:
