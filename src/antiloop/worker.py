@@ -12,6 +12,7 @@ from typing import Any
 
 from ._util import Identity, sleep_or_stop
 from .context import Context
+from .errors import StoreError
 from .outbox import Outbox
 from .store.base import InboxEntry, Store
 
@@ -63,6 +64,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._completing: set[asyncio.Task[None]] = set()
+        self._store_failures = 0
         self._backlog = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -130,10 +132,21 @@ class Worker:
 
     async def _handle(self, entry: InboxEntry) -> None:
         attempts = entry.attempts
+        # Results of the calls already made for this update, by ordinal: from the store when an
+        # earlier holder (or an earlier attempt of ours) made them, and from our own earlier
+        # attempts in this process even when the store could not record them.
+        made: dict[int, Any] = {}
+        loaded = attempts <= 1
         while True:
-            replayed = await self.store.sends_for(self.bot_id, entry.update_id) if attempts > 1 else {}
+            if not loaded:
+                try:
+                    made.update(await self.store.sends_for(self.bot_id, entry.update_id))
+                    loaded = True
+                except StoreError as exc:
+                    await self._store_trouble(exc, entry)
+                    continue
             ctx = Context(entry.update, bot_id=self.bot_id, outbox=self.outbox, store=self.store,
-                          attempt=attempts, bot_username=self.bot_username, replayed=replayed)
+                          attempt=attempts, bot_username=self.bot_username, replayed=made)
             try:
                 try:
                     await self.handler(ctx)
@@ -144,23 +157,32 @@ class Worker:
             except Exception as exc:
                 self.failed += 1
                 error = f"{type(exc).__name__}: {exc}"
-                dead = attempts >= self.max_attempts
-                if dead:
+                if attempts >= self.max_attempts:
                     tb = traceback.format_exception(exc)
                     log.error("update %s failed %d times, parked as a dead letter: %s\n%s",
                               entry.update_id, attempts, error, "".join(tb[-6:]).rstrip())
-                    await self.store.fail(self.bot_id, entry.update_id, error, dead=True,
-                                          owner=self.identity)
+                    while True:
+                        try:
+                            await self.store.fail(self.bot_id, entry.update_id, error, dead=True,
+                                                  owner=self.identity)
+                            break
+                        except StoreError as store_exc:
+                            await self._store_trouble(store_exc, entry)
                     self.dead += 1
                     return
-                attempts = await self.store.fail(self.bot_id, entry.update_id, error, dead=False,
-                                                 owner=self.identity)
+                try:
+                    attempts = await self.store.fail(self.bot_id, entry.update_id, error,
+                                                     dead=False, owner=self.identity)
+                except StoreError as store_exc:
+                    log.error("%s", store_exc)
+                    attempts += 1
                 delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempts - 2))
                 delay *= random.uniform(0.8, 1.2)
                 log.warning("update %s failed (attempt %d of %d): %s; retrying in %.1f s",
                             entry.update_id, attempts - 1, self.max_attempts, error, delay)
                 if await sleep_or_stop(self._stop, delay):
                     raise _Stopping() from None
+                loaded = False
                 continue
             # Not awaited: the next update of this chat may start while the completion is being
             # committed (group commit). If we die first, the update is re-run and its recorded
@@ -171,6 +193,15 @@ class Worker:
             task.add_done_callback(self._completed)
             self.handled += 1
             return
+
+    async def _store_trouble(self, exc: StoreError, entry: InboxEntry) -> None:
+        """The store cannot be used: wait (the chat waits with us) and try again."""
+        self._store_failures += 1
+        delay = min(self.backoff_max, self.backoff_base * 2 ** min(self._store_failures, 6))
+        log.error("update %s waits for the store: %s (retrying in %.1f s)", entry.update_id,
+                  exc, delay)
+        if await sleep_or_stop(self._stop, delay):
+            raise _Stopping() from None
 
     def _completed(self, task: asyncio.Task[None]) -> None:
         self._completing.discard(task)

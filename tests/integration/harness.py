@@ -48,7 +48,7 @@ class Fleet:
         started = []
         for _ in range(n):
             i = len(self.procs)
-            out = open(self.tmp / f"proc-{i}.log", "wb")  # noqa: SIM115 - closed with the process
+            out = open(self.tmp / f"proc-{i}.log", "wb")
             proc = subprocess.Popen(
                 [PYTHON, "-m", "antiloop", "run", self.target, *self.args(
                     "--rate-limit", "off", "--poll-timeout", "1", "--log-level", "INFO",

@@ -139,7 +139,7 @@ async def test_sigkill_between_claim_and_complete_is_rerun(tmp_path: Path, tg: E
         assert f.done_counts() == Counter()
         f.start(1)
         await wait_until(lambda: len(f.done_counts()) == 1, what="the re-run")
-        (uid, attempt, _), = f.events("done")
+        (_uid, attempt, _), = f.events("done")
         assert attempt == 2
         assert bot_replies(tg, [1]) == Counter({"echo: hang": 1})
     finally:

@@ -208,18 +208,6 @@ async def test_sqlite_newer_schema_is_refused(tmp_path: Path) -> None:
         await SQLiteStore(f"sqlite:///{tmp_path}/bot.db").open()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-async def test_sqlite_read_only_file(tmp_path: Path) -> None:  # pragma: no cover - CI runs as root
-    s = SQLiteStore(f"sqlite:///{tmp_path}/bot.db")
-    await s.open()
-    await s.close()
-    os.chmod(tmp_path / "bot.db", 0o400)
-    s = SQLiteStore(f"sqlite:///{tmp_path}/bot.db")
-    with pytest.raises(StoreError, match="read-only"):
-        await s.open()
-        await s.add_batch(BOT, [msg(1)], ME, 60)
-
-
 def test_store_urls() -> None:
     from antiloop.errors import ConfigError
     from antiloop.store import MemoryStore, open_store
