@@ -175,6 +175,10 @@ def _lock_status(args: argparse.Namespace) -> LockStatus:
     return lock.status()
 
 
+def _standbys(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return open_lock(args.lock or default_lock_url(args.store), Identity(), 0).standbys()
+
+
 def _lock_state(status: LockStatus, now: float) -> str:
     if not status.held:
         return "free"
@@ -209,6 +213,8 @@ async def _cmd_status(args: argparse.Namespace) -> int:
             await store.close()
     lock_json = lock_status.to_json(now)
     lock_json["state"] = _lock_state(lock_status, now)
+    standbys = _standbys(args)
+    lock_json["standbys"] = standbys
     out: dict[str, Any] = {
         "bot_id": bot_id,
         "store": args.store,
@@ -238,6 +244,8 @@ async def _cmd_status(args: argparse.Namespace) -> int:
               f"heartbeat {age:.1f} s ago: {verdict}")
     else:
         print(f"  lock   {lock_status.path}: held (holder info not written yet)")
+    for sb in standbys:
+        print(f"  standby pid {sb.get('pid')} on {sb.get('host')} waiting since {sb.get('since')}")
     print(f"  inbox  {counts['pending']} pending, {counts['in_flight']} in flight, "
           f"{counts['done']} done, {counts['dead']} dead")
     if suppressed:

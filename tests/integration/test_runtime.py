@@ -60,6 +60,8 @@ async def test_three_copies_started_at_once_one_polls_each_update_handled_once(
         assert st["lock"]["held"] is True and st["lock"]["holder"]["pid"] == f.holder_pid()
         assert st["inbox"]["done"] == 100 and st["inbox"]["dead"] == 0
         standby = [i for i, p in enumerate(f.procs) if p.pid != f.holder_pid()]
+        assert sorted(sb["pid"] for sb in st["lock"]["standbys"]) == sorted(
+            f.procs[i].pid for i in standby)
         for i in standby:
             assert "Waiting as a hot standby" in f.output(i)
             assert f.output(i).count("Waiting as a hot standby") == 1

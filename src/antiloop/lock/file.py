@@ -64,6 +64,16 @@ class LockStatus:
         return {"held": self.held, "holder": holder, "path": self.path}
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
@@ -143,17 +153,54 @@ class FileLock:
                       on_wait: Callable[[LockStatus], None] | None = None) -> bool:
         """Wait as a hot standby until the lock is ours (True) or ``stop`` is set (False)."""
         told = False
-        while not stop.is_set():
-            if self.try_acquire():
-                return True
-            if not told and on_wait is not None:
-                status = self.status()
-                if status.holder is not None:
-                    on_wait(status)
-                    told = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_interval)
-        return False
+        try:
+            while not stop.is_set():
+                if self.try_acquire():
+                    return True
+                if not told:
+                    self._register_standby()
+                    status = self.status()
+                    if status.holder is not None:
+                        if on_wait is not None:
+                            on_wait(status)
+                        told = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+            return False
+        finally:
+            self._unregister_standby()
+
+    # -- standbys: each waiting process leaves a small file beside the lock ------------------
+    def _standby_path(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.standby-{self.identity.pid}")
+
+    def _register_standby(self) -> None:
+        info = {"instance_id": self.identity.instance_id, "pid": self.identity.pid,
+                "host": self.identity.host, "bot_id": self.bot_id,
+                "since": _iso(self._clock())}
+        with contextlib.suppress(OSError):
+            self._standby_path().write_text(json.dumps(info))
+
+    def _unregister_standby(self) -> None:
+        with contextlib.suppress(OSError):
+            self._standby_path().unlink()
+
+    def standbys(self) -> list[dict[str, Any]]:
+        """Processes waiting for this lock (on this host), from their standby files; files of
+        processes that are gone are removed."""
+        out: list[dict[str, Any]] = []
+        for f in sorted(self.path.parent.glob(f"{self.path.name}.standby-*")):
+            try:
+                info = json.loads(f.read_text())
+                pid = int(info["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if info.get("host") == self.identity.host and not _pid_alive(pid):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                continue
+            out.append(info)
+        return out
 
     async def heartbeat(self, stop: asyncio.Event) -> None:
         while self._fd is not None and not stop.is_set():
