@@ -159,6 +159,7 @@ class Runtime:
     async def _serve(self, api: BotAPI, store: Any) -> int:
         s = self.settings
         username = await self._username(api)
+        await store.become_exclusive(self.bot_id)
         options = {"rate_limits": s.rate_limit, **self.outbox_options}
         outbox = Outbox(api, store, **options)
         worker = Worker(self.handler, store, outbox, self.identity, self.bot_id,

@@ -218,3 +218,24 @@ def test_store_urls() -> None:
     assert isinstance(open_store("memory://"), MemoryStore)
     with pytest.raises(ConfigError, match="unknown store URL"):
         open_store("postgres://x")
+
+
+async def test_exclusive_windows_are_local_and_carried_to_the_next_holder(
+        tmp_path: Path, clock: FakeClock) -> None:
+    url = f"sqlite:///{tmp_path}/bot.db"
+    a = SQLiteStore(url, clock=clock)
+    await a.open()
+    await a.become_exclusive(BOT)
+    assert not await a.hit_window(BOT, "press:1", 10)
+    assert await a.hit_window(BOT, "press:1", 10)
+    await a.close()  # what was persisted behind is committed by now
+    b = SQLiteStore(url, clock=clock)
+    await b.open()
+    try:
+        await b.become_exclusive(BOT)
+        clock.advance(5)
+        assert await b.hit_window(BOT, "press:1", 10), "the new holder forgot the window"
+        clock.advance(6)
+        assert not await b.hit_window(BOT, "press:1", 10)
+    finally:
+        await b.close()

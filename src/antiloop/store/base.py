@@ -98,6 +98,11 @@ class Store(Protocol):
         otherwise record it now and return False."""
         ...
 
+    async def become_exclusive(self, bot_id: int) -> None:
+        """Called once this process holds the bot's instance lock: it is now the only writer of
+        the bot's windows, so the backend may answer ``hit_window`` locally."""
+        ...
+
     async def count_suppressed(self, bot_id: int, reason: str, n: int = 1) -> None: ...
 
     # -- operations ---------------------------------------------------------------------------

@@ -139,6 +139,9 @@ class MemoryStore:
         self._windows[(bot_id, key)] = now
         return False
 
+    async def become_exclusive(self, bot_id: int) -> None:
+        return None  # everything is local already
+
     async def count_suppressed(self, bot_id: int, reason: str, n: int = 1) -> None:
         self._suppressed[bot_id][reason] += n
 

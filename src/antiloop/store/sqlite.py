@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -118,6 +119,7 @@ class SQLiteStore:
         self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
         self._rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._windows: dict[int, dict[str, float]] = {}  # bots this process writes alone
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -481,8 +483,32 @@ class SQLiteStore:
                                              self._clock()))
 
     # -- windows and counters -----------------------------------------------------------------------
+    async def become_exclusive(self, bot_id: int) -> None:
+        """This process now holds the bot's instance lock, so it is the only one writing the
+        bot's windows: load the recent ones and answer ``hit_window`` from memory from now on,
+        persisting each new hit behind (in the next group commit) for the next holder."""
+        since = self._clock() - _EXCLUSIVE_HORIZON_S
+
+        def op(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            return [(str(k), float(t)) for k, t in conn.execute(
+                "SELECT key, seen_at FROM windows WHERE bot_id=? AND seen_at>=?", (bot_id, since))]
+
+        rows = await self._read(op)
+        cache = self._windows.setdefault(bot_id, {})
+        cache.update(rows)
+
     async def hit_window(self, bot_id: int, key: str, window_s: float) -> bool:
         now = self._clock()
+        cache = self._windows.get(bot_id)
+        if cache is not None:
+            seen = cache.get(key)
+            if seen is not None and now - seen < window_s:
+                return True
+            cache[key] = now
+            fut = self._enqueue()
+            self._rows.setdefault(_UPSERT_WINDOW, []).append(((bot_id, key, now), fut))
+            fut.add_done_callback(_log_failure)
+            return False
 
         def op(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -568,7 +594,11 @@ class SQLiteStore:
         return await self._write(op)
 
     async def purge(self, bot_id: int, older_than: float, limit: int) -> int:
-        window_cutoff = self._clock() - 3600
+        window_cutoff = self._clock() - _EXCLUSIVE_HORIZON_S
+        cache = self._windows.get(bot_id)
+        if cache:
+            for key in [k for k, t in cache.items() if t < window_cutoff]:
+                del cache[key]
 
         def op(conn: sqlite3.Connection) -> int:
             ids = [r[0] for r in conn.execute(
@@ -600,6 +630,12 @@ class SQLiteStore:
         return await self._read(op)
 
 
+_EXCLUSIVE_HORIZON_S = 3600.0
+"""Windows younger than this are carried over to a new lock holder (older ones are purged)."""
+_UPSERT_WINDOW = (
+    "INSERT INTO windows(bot_id, key, seen_at) VALUES(?,?,?) "
+    "ON CONFLICT(bot_id, key) DO UPDATE SET seen_at=excluded.seen_at"
+)
 _COMPLETE = (
     "UPDATE inbox SET state='done', raw=NULL, finished_at=?, finished_by=?, lease_until=NULL "
     "WHERE bot_id=? AND update_id=?"
@@ -625,6 +661,12 @@ class _Batch:
 
     def futures(self) -> list[asyncio.Future[Any]]:
         return [f for _, f in self.ops] + self.row_futures()
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        logging.getLogger("antiloop.store").warning(
+            "a window could not be persisted (it holds in this process): %s", fut.exception())
 
 
 def _bump(conn: sqlite3.Connection, bot_id: int, reason: str, n: int) -> None:
