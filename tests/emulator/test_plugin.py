@@ -53,6 +53,7 @@ async def test_a_failing_bot_fails_the_documented_test(tmp_path: Path) -> None:
     """The example can fail: a bot that answers the wrong thing is caught."""
     (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
     broken = doc_example().replace('f"You chose {query.data}."', 'f"You chose {query.data}!"')
+    broken = broken.replace("emulator.wait_for(", "emulator.wait_for(within=0.5, predicate=")
     (tmp_path / "test_tea_bot.py").write_text(broken)
     rc, out = await run_pytest(tmp_path)
     assert rc == 1, out
