@@ -259,12 +259,40 @@ def load_target(target: str) -> Handler:
         obj = getattr(module, attr)
     except AttributeError as exc:
         raise ConfigError(f"TARGET {target!r}: {where} has no {attr!r}") from exc
+    if not (inspect.iscoroutinefunction(obj) or _is_router(obj)):
+        adapted = _adapt(obj)
+        if adapted is not None:
+            return adapted
     if not callable(obj):
-        raise ConfigError(f"TARGET {target!r} is {type(obj).__name__}, not a Router or a handler")
+        raise ConfigError(
+            f"TARGET {target!r} is a {type(obj).__name__}, not a Router, an async def "
+            "handler(ctx), or a python-telegram-bot Application, aiogram Dispatcher or "
+            "pyTelegramBotAPI bot")
     if inspect.isfunction(obj) and not inspect.iscoroutinefunction(obj):
         raise ConfigError(f"TARGET {target!r} must be an async def handler(ctx) or a Router")
     handler: Handler = obj
     return handler
+
+
+def _is_router(obj: object) -> bool:
+    try:
+        from .router import Router
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, Router)
+
+
+def _adapt(obj: object) -> Handler | None:
+    """A framework's application/dispatcher/bot, fed by antiloop instead of its own polling."""
+    try:
+        from . import adapters
+    except ImportError:  # pragma: no cover
+        return None
+    adapt = getattr(adapters, "adapt", None)
+    if adapt is None:
+        return None
+    result: Handler | None = adapt(obj)
+    return result
 
 
 def run(handler: Handler, token: str, **settings: Any) -> int:
