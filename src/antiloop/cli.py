@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--poll-timeout", type=int, default=30, help="getUpdates long-poll seconds (≤ 50)")
     run.add_argument("--drain-timeout", type=float, default=10.0,
                      help="seconds running handlers get to finish on SIGTERM (default 10)")
+    run.add_argument("--webhook-url", default=os.environ.get("ANTILOOP_WEBHOOK_URL"),
+                     help="receive updates by webhook at this https URL instead of polling (env ANTILOOP_WEBHOOK_URL)")
+    run.add_argument("--listen", default=os.environ.get("ANTILOOP_LISTEN", "127.0.0.1:8080"),
+                     help="HOST:PORT the webhook receiver binds (default 127.0.0.1:8080, behind your TLS proxy)")
+    run.add_argument("--webhook-secret", default=os.environ.get("ANTILOOP_WEBHOOK_SECRET"),
+                     help="secret_token for the webhook (default: derived from the bot token)")
+    run.add_argument("--max-connections", type=int, default=40,
+                     help="webhook max_connections (1-100, default 40)")
     run.add_argument("--allowed-updates", default=None,
                      help="comma-separated update types to receive (default: Telegram's default)")
 
@@ -147,6 +155,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency, max_attempts=args.max_attempts, takeover=args.takeover,
         delete_webhook=args.delete_webhook, rate_limit=args.rate_limit == "on",
         poll_timeout=args.poll_timeout, drain_timeout=args.drain_timeout, allowed_updates=allowed,
+        webhook_url=args.webhook_url, listen=args.listen, webhook_secret=args.webhook_secret,
+        max_connections=args.max_connections,
     )
     return asyncio.run(Runtime(handler, settings).run())
 

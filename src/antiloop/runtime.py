@@ -23,6 +23,7 @@ from .errors import AntiloopError, ConfigError, NetworkError, TelegramError, Una
 from .lock import LockStatus, default_lock_url, open_lock
 from .outbox import Outbox
 from .sources.polling import PollingSource
+from .sources.webhook import WebhookSource, default_secret, parse_listen, path_of
 from .store import DEFAULT_STORE, RETENTION_S, open_store
 from .worker import Worker
 
@@ -51,6 +52,10 @@ class Settings:
     backoff_base: float = 0.5
     purge_every_s: float = 600.0
     recover_every_s: float = 5.0
+    webhook_url: str | None = None
+    listen: str = "127.0.0.1:8080"
+    webhook_secret: str | None = None
+    max_connections: int = 40
 
     @property
     def lock_url(self) -> str:
@@ -72,6 +77,7 @@ class Runtime:
         self.stop_event = asyncio.Event()
         self.worker: Worker | None = None
         self.source: PollingSource | None = None
+        self.webhook: WebhookSource | None = None
         self.is_holder = False
 
     def request_stop(self) -> None:
@@ -173,12 +179,19 @@ class Runtime:
         if recovered:
             log.info("resuming %d unfinished updates from the inbox", len(recovered))
             worker.submit(recovered)
-        source = PollingSource(api, store, worker, self.identity, timeout=s.poll_timeout,
-                               allowed_updates=s.allowed_updates, delete_webhook=s.delete_webhook,
-                               lease_s=s.lease_s)
-        self.source = source
+        receiver: WebhookSource | None = None
+        main_task: asyncio.Task[Any]
+        if s.webhook_url:
+            receiver = await self._start_webhook(api, store, worker)
+            main_task = asyncio.create_task(self.stop_event.wait(), name="antiloop-webhook")
+        else:
+            source = PollingSource(api, store, worker, self.identity, timeout=s.poll_timeout,
+                                   allowed_updates=s.allowed_updates,
+                                   delete_webhook=s.delete_webhook, lease_s=s.lease_s)
+            self.source = source
+            main_task = asyncio.create_task(source.run(self.stop_event), name="antiloop-polling")
         tasks = [
-            asyncio.create_task(source.run(self.stop_event), name="antiloop-polling"),
+            main_task,
             asyncio.create_task(self._maintenance(store, worker), name="antiloop-maintenance"),
         ]
         stopper = asyncio.create_task(self.stop_event.wait())
@@ -195,6 +208,8 @@ class Runtime:
                     raise exc
         finally:
             self.stop_event.set()
+            if receiver is not None:
+                await receiver.stop()
             for task in [*tasks, stopper]:
                 task.cancel()
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
@@ -205,6 +220,25 @@ class Runtime:
                 log.info("released %d unfinished updates for the next holder", len(left))
             log.info("stopped: %d handled, %d dead letters", worker.handled, worker.dead)
         return status
+
+    async def _start_webhook(self, api: BotAPI, store: Any, worker: Worker) -> WebhookSource:
+        s = self.settings
+        assert s.webhook_url is not None
+        host, port = parse_listen(s.listen)
+        secret = s.webhook_secret or default_secret(s.token)
+        receiver = WebhookSource(store, worker, self.identity, path=path_of(s.webhook_url),
+                                 secret=secret, host=host, port=port, lease_s=s.lease_s)
+        self.webhook = receiver
+        await receiver.start()
+        try:
+            await api.call("setWebhook", url=s.webhook_url, secret_token=secret,
+                           max_connections=s.max_connections,
+                           allowed_updates=s.allowed_updates, drop_pending_updates=False)
+        except TelegramError:
+            await receiver.stop()
+            raise
+        log.info("%s: webhook set to %s (pending updates kept)", api.name, s.webhook_url)
+        return receiver
 
     async def _maintenance(self, store: Any, worker: Worker) -> None:
         """Purge old finished entries in bounded steps; pick up entries made runnable again."""
