@@ -49,6 +49,9 @@ class Identity:
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
+    fence: int = 0
+    """The fencing token of the lock this process holds (0 for the file lock, which needs none):
+    a store shared by many machines refuses writes from an owner whose token is not the newest."""
 
 
 def monotonic() -> float:
