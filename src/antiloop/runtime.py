@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -19,8 +20,15 @@ from typing import Any
 from ._util import Identity, bot_id_from_token, mask_token, sleep_or_stop
 from .botapi import DEFAULT_API_URL, BotAPI
 from .context import Context
-from .errors import AntiloopError, ConfigError, NetworkError, TelegramError, Unauthorized
-from .lock import LockStatus, default_lock_url, open_lock
+from .errors import (
+    AntiloopError,
+    ConfigError,
+    LockError,
+    NetworkError,
+    TelegramError,
+    Unauthorized,
+)
+from .lock import InstanceLock, LockStatus, default_lock_url, open_lock
 from .outbox import Outbox
 from .sources.polling import PollingSource
 from .sources.webhook import WebhookSource, default_secret, parse_listen, path_of
@@ -79,6 +87,7 @@ class Runtime:
         self.source: PollingSource | None = None
         self.webhook: WebhookSource | None = None
         self.is_holder = False
+        self.lost_lock = False
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -120,9 +129,12 @@ class Runtime:
                 log.info("%s: stopped while waiting for the lock", name)
                 return 0
             self.is_holder = True
+            if lock.fence:
+                self.identity = dataclasses.replace(self.identity, fence=lock.fence)
             heartbeat = asyncio.create_task(lock.heartbeat(self.stop_event))
-            log.info("%s: this instance holds the lock (%s); polling", name, lock.path)
-            return await self._serve(api, store)
+            log.info("%s: this instance holds the lock (%s); %s", name, lock.url,
+                     "receiving webhooks" if s.webhook_url else "polling")
+            return await self._serve(api, store, lock)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -162,7 +174,7 @@ class Runtime:
                     return None
         return None
 
-    async def _serve(self, api: BotAPI, store: Any) -> int:
+    async def _serve(self, api: BotAPI, store: Any, lock: InstanceLock) -> int:
         s = self.settings
         username = await self._username(api)
         await store.become_exclusive(self.bot_id)
@@ -170,7 +182,8 @@ class Runtime:
         outbox = Outbox(api, store, **options)
         worker = Worker(self.handler, store, outbox, self.identity, self.bot_id,
                         concurrency=s.concurrency, max_attempts=s.max_attempts,
-                        backoff_base=s.backoff_base, bot_username=username)
+                        backoff_base=s.backoff_base, bot_username=username,
+                        lock_valid=lock.valid)
         self.worker = worker
         worker.start()
         # We hold the lock, so whoever claimed unfinished entries before us is gone: take them all.
@@ -187,7 +200,8 @@ class Runtime:
         else:
             source = PollingSource(api, store, worker, self.identity, timeout=s.poll_timeout,
                                    allowed_updates=s.allowed_updates,
-                                   delete_webhook=s.delete_webhook, lease_s=s.lease_s)
+                                   delete_webhook=s.delete_webhook, lease_s=s.lease_s,
+                                   lock_valid=lock.valid)
             self.source = source
             main_task = asyncio.create_task(source.run(self.stop_event), name="antiloop-polling")
         tasks = [
@@ -195,26 +209,33 @@ class Runtime:
             asyncio.create_task(self._maintenance(store, worker), name="antiloop-maintenance"),
         ]
         stopper = asyncio.create_task(self.stop_event.wait())
+        lost = asyncio.create_task(lock.lost.wait())
         status = 0
         try:
-            done, _ = await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0] in done and tasks[0].exception() is not None:
-                exc = tasks[0].exception()
-                if isinstance(exc, Unauthorized):
-                    log.error("Telegram refused the token %s: %s; check --token", api.name,
-                              exc.description)
-                    status = 2
-                elif exc is not None:
-                    raise exc
+            done, _ = await asyncio.wait([tasks[0], stopper, lost, worker.failed_task()],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            exc = tasks[0].exception() if tasks[0] in done else None
+            if lost in done or isinstance(exc, LockError) or worker.lock_lost:
+                self.lost_lock = True
+                status = 3
+                log.error("%s: this process lost the lock %s (another instance holds it now): "
+                          "stopping at once, without finishing or releasing anything; the new "
+                          "holder re-runs what was in flight", api.name, lock.url)
+            elif isinstance(exc, Unauthorized):
+                log.error("Telegram refused the token %s: %s; check --token", api.name,
+                          exc.description)
+                status = 2
+            elif exc is not None:
+                raise exc
         finally:
             self.stop_event.set()
             if receiver is not None:
                 await receiver.stop()
-            for task in [*tasks, stopper]:
+            for task in [*tasks, stopper, lost]:
                 task.cancel()
-            await asyncio.gather(*tasks, stopper, return_exceptions=True)
-            left = await worker.stop(s.drain_timeout)
-            if left:
+            await asyncio.gather(*tasks, stopper, lost, return_exceptions=True)
+            left = await worker.stop(0 if self.lost_lock else s.drain_timeout)
+            if left and not self.lost_lock:
                 with contextlib.suppress(AntiloopError):
                     await store.release(self.bot_id, left)
                 log.info("released %d unfinished updates for the next holder", len(left))

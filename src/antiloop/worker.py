@@ -12,7 +12,7 @@ from typing import Any
 
 from ._util import Identity, sleep_or_stop
 from .context import Context
-from .errors import StoreError
+from .errors import LockError, StoreError
 from .outbox import Outbox
 from .store.base import InboxEntry, Store
 
@@ -44,6 +44,7 @@ class Worker:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         bot_username: str | None = None,
+        lock_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -59,12 +60,15 @@ class Worker:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.bot_username = bot_username
+        self.lock_valid = lock_valid
         self._chats: dict[Key, deque[InboxEntry]] = {}
         self._ready: asyncio.Queue[Key] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._completing: set[asyncio.Task[None]] = set()
         self._store_failures = 0
+        self.lock_lost = False
+        self._lock_lost_event: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._backlog = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -105,6 +109,10 @@ class Worker:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    def failed_task(self) -> asyncio.Future[None]:
+        """Resolves when a worker stops because the lock was lost (the runtime then stops)."""
+        return self._lock_lost_event
+
     async def _run(self) -> None:
         while not self._stop.is_set():
             key = await self._ready.get()
@@ -117,11 +125,22 @@ class Worker:
                     queue.popleft()
                     self._finished_one()
             except _Stopping:
+                if not self.lock_valid():
+                    self._lose_lock()
+                return
+            except LockError as exc:
+                log.error("%s", exc)
+                self._lose_lock()
                 return
             finally:
                 if not queue:
                     self._chats.pop(key, None)
                 # else: stopping; what is left is released by stop()
+
+    def _lose_lock(self) -> None:
+        self.lock_lost = True
+        if not self._lock_lost_event.done():
+            self._lock_lost_event.set_result(None)
 
     def _finished_one(self) -> None:
         self._backlog -= 1
@@ -145,6 +164,10 @@ class Worker:
                 except StoreError as exc:
                     await self._store_trouble(exc, entry)
                     continue
+            if not self.lock_valid():
+                log.error("update %s not started: this process no longer holds the lock",
+                          entry.update_id)
+                raise _Stopping()
             ctx = Context(entry.update, bot_id=self.bot_id, outbox=self.outbox, store=self.store,
                           attempt=attempts, bot_username=self.bot_username, replayed=made)
             try:

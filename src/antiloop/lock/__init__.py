@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .._util import Clock, Identity
 from ..errors import ConfigError
+from .base import InstanceLock
 from .file import FileLock, HolderInfo, LockStatus
 
 DEFAULT_LOCK_NAME = ".bot_instance.lock"
 
-__all__ = ["DEFAULT_LOCK_NAME", "FileLock", "HolderInfo", "LockStatus", "default_lock_url", "open_lock"]
+__all__ = ["DEFAULT_LOCK_NAME", "FileLock", "HolderInfo", "InstanceLock", "LockStatus",
+           "default_lock_url", "open_lock"]
 
 
 def default_lock_url(store_url: str) -> str:
@@ -22,7 +24,7 @@ def default_lock_url(store_url: str) -> str:
     return f"file:{DEFAULT_LOCK_NAME}"
 
 
-def open_lock(url: str, identity: Identity, bot_id: int, *, clock: Clock = time.time) -> FileLock:
+def open_lock(url: str, identity: Identity, bot_id: int, *, clock: Clock = time.time) -> InstanceLock:
     if url.startswith("file:"):
         path = url[len("file:"):]
         if path.startswith("//"):

@@ -92,6 +92,9 @@ class FileLock:
         self.poll_interval = poll_interval
         self._fd: int | None = None
         self._since = 0.0
+        self.fence = 0
+        self.lost = asyncio.Event()
+        """Never set for a kernel lock: the kernel does not take it away from a live process."""
 
     def __repr__(self) -> str:
         return f"FileLock({str(self.path)!r})"
@@ -139,6 +142,10 @@ class FileLock:
         data = json.dumps(asdict(info)).encode()
         os.pwrite(self._fd, data, 0)
         os.ftruncate(self._fd, len(data))
+
+    def valid(self) -> bool:
+        """True while we hold it (a kernel lock cannot expire under a live process)."""
+        return self._fd is not None
 
     def release(self) -> None:
         if self._fd is None:

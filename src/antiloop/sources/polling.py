@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._util import Identity, sleep_or_stop
@@ -79,8 +80,10 @@ class PollingSource:
         allowed_updates: list[str] | None = None,
         delete_webhook: bool = False,
         lease_s: float = 60.0,
+        lock_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.api = api
+        self.lock_valid = lock_valid
         self.store = store
         self.worker = worker
         self.identity = identity
@@ -98,6 +101,9 @@ class PollingSource:
         name = self.api.name
         while not stop.is_set():
             await self.worker.wait_for_room()
+            if not self.lock_valid():
+                log.error("%s: not polling: this process no longer holds the lock", name)
+                return
             params: dict[str, Any] = {"timeout": self.timeout, "limit": self.limit}
             if self.offset is not None:
                 params["offset"] = self.offset
@@ -160,6 +166,10 @@ class PollingSource:
         """Commit the batch to the inbox; retry (never confirm) until it is stored."""
         backoff = Backoff(base=0.5, cap=30.0)
         while True:
+            if not self.lock_valid():
+                log.error("a batch of %d updates was not stored: this process no longer holds "
+                          "the lock; the new holder gets them from Telegram", len(batch))
+                return False
             try:
                 entries = await self.store.add_batch(self.worker.bot_id, batch, self.identity,
                                                      self.lease_s)
