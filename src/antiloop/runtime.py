@@ -239,6 +239,12 @@ class Runtime:
                 with contextlib.suppress(AntiloopError):
                     await store.release(self.bot_id, left)
                 log.info("released %d unfinished updates for the next holder", len(left))
+            aclose = getattr(self.handler, "aclose", None)
+            if aclose is not None:  # an adapted framework's shutdown hooks
+                try:
+                    await aclose()
+                except Exception as exc:
+                    log.warning("the handler's shutdown failed: %s", exc)
             log.info("stopped: %d handled, %d dead letters", worker.handled, worker.dead)
         return status
 
