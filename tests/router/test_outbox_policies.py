@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
 import pytest
 from router_fakes import BOT_ID, FakeAPI, SteppingClock, VirtualTime, make_ctx, message, press
 
-from antiloop.errors import BadRequest, RetryAfter, TimedOut
+from antiloop.errors import BadRequest, RetryAfter, ServerError, TimedOut
 from antiloop.outbox import Outbox
 from antiloop.ratelimit import RateLimits, is_limited
 from antiloop.store.base import Store
@@ -69,28 +70,90 @@ async def test_a_suppressed_repeat_stays_suppressed_when_the_update_is_replayed(
     assert len(api.named("sendMessage")) == 1
 
 
-async def test_refused_send_is_sent_by_the_retry_inside_the_window(
-    api: FakeAPI, outbox: Outbox, store: Store
+async def test_a_rerun_after_the_process_died_is_not_held_back_by_its_own_window(
+    api: FakeAPI, store: Store
 ) -> None:
-    api.fail("sendMessage", BadRequest("chat not found", error_code=400, method="sendMessage"))
+    """Attempt 1 took the window and died before Telegram had the send; another process
+    re-runs the update inside the window: it sends. Never a lost reply (DESIGN 4)."""
+    dying = Outbox(HangingAPI(), store, rate_limits=False)
     update = message("x", user=1)
-    with pytest.raises(BadRequest):
-        await make_ctx(update, outbox, store).reply("hello")
+    first = asyncio.create_task(make_ctx(update, dying, store).reply("hello"))
+    await asyncio.sleep(0.01)
+    first.cancel()  # the process is gone with its request
+    await asyncio.wait([first])
+    heir = Outbox(api, store, rate_limits=False)
     replayed = await store.sends_for(BOT_ID, update["update_id"])
-    result = await make_ctx(update, outbox, store, replayed=replayed, attempt=2).reply("hello")
-    assert result is not None and len(api.named("sendMessage")) == 2
+    assert await make_ctx(update, heir, store, replayed=replayed, attempt=2).reply("hello")
+    assert len(api.named("sendMessage")) == 1
+    assert "repeat_reply" not in await store.suppressed(BOT_ID)
+    # ...and the re-run's send holds the window for the others
+    assert await make_ctx(message("y", user=1), heir, store).reply("hello") is not None
+    assert len(api.named("sendMessage")) == 1
 
 
-async def test_timed_out_send_is_not_repeated_by_the_retry_inside_the_window(
-    api: FakeAPI, outbox: Outbox, store: Store
+@pytest.mark.parametrize("error", [
+    TimedOut("no answer", method="sendMessage"),
+    ServerError("Internal Server Error", error_code=500, method="sendMessage"),
+    BadRequest("chat not found", error_code=400, method="sendMessage"),
+])
+async def test_a_failed_send_is_sent_by_the_rerun_inside_the_window(
+    api: FakeAPI, outbox: Outbox, store: Store, error: Exception
 ) -> None:
-    api.fail("sendMessage", TimedOut("no answer", method="sendMessage"))
+    """Whether or not Telegram performed it, the re-run sends: at worst one duplicate (a
+    timeout or 5xx after Telegram had it), never a lost reply."""
+    api.fail("sendMessage", error)
     update = message("x", user=1)
-    with pytest.raises(TimedOut):
+    with pytest.raises(type(error)):
         await make_ctx(update, outbox, store).reply("hello")
     replayed = await store.sends_for(BOT_ID, update["update_id"])
-    assert await make_ctx(update, outbox, store, replayed=replayed, attempt=2).reply("hello") is None
-    assert len(api.named("sendMessage")) == 1  # maybe delivered: at most once
+    assert await make_ctx(update, outbox, store, replayed=replayed, attempt=2).reply("hello")
+    assert len(api.named("sendMessage")) == 2
+    assert "repeat_reply" not in await store.suppressed(BOT_ID)
+
+
+class HangingAPI(FakeAPI):
+    async def call(self, method: str, **params: Any) -> Any:
+        await asyncio.Event().wait()
+
+
+class FlakyLedger(MemoryStore):
+    """A real MemoryStore whose next ``record_send`` calls fail (a full disk, say)."""
+
+    def __init__(self, clock: SteppingClock) -> None:
+        super().__init__(clock=clock)
+        self.broken = 0
+
+    async def record_send(self, *a: Any) -> None:
+        if self.broken:
+            self.broken -= 1
+            raise OSError("disk full")
+        await super().record_send(*a)
+
+
+async def test_a_send_the_ledger_missed_is_not_sent_again_by_a_rerun_here(
+    api: FakeAPI, clock: SteppingClock
+) -> None:
+    store = FlakyLedger(clock)
+    outbox = Outbox(api, store, rate_limits=False)
+    update = message("x", user=1)
+    ctx = make_ctx(update, outbox, store)
+    first = await ctx.reply("one")
+    store.broken = 2
+    with pytest.raises(OSError):
+        await ctx.reply("two")  # Telegram has it; the ledger does not
+    clock.advance(60)  # long after the repeat window
+    rerun = make_ctx(update, outbox, store,
+                     replayed=await store.sends_for(BOT_ID, update["update_id"]), attempt=2)
+    assert await rerun.reply("one") == first
+    with pytest.raises(OSError):
+        await rerun.reply("two")  # the ledger is still broken: not sent, not forgotten
+    rerun = make_ctx(update, outbox, store,
+                     replayed=await store.sends_for(BOT_ID, update["update_id"]), attempt=3)
+    await rerun.reply("one")
+    await rerun.reply("two")  # recorded now, not sent
+    await rerun.reply("three")
+    assert [p["text"] for p in api.named("sendMessage")] == ["one", "two", "three"]
+    assert sorted(await store.sends_for(BOT_ID, update["update_id"])) == [1, 2, 3]
 
 
 async def test_replayed_calls_are_skipped_with_their_results(

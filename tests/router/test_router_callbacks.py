@@ -144,6 +144,33 @@ async def test_handler_that_raises_before_answering_is_answered_before_the_retry
     assert ctx.answered and len(answers(api)) == 1
 
 
+async def test_handler_killed_mid_run_runs_again_on_the_rerun_and_is_not_debounced(
+    api: FakeAPI, outbox: Outbox, store: Store
+) -> None:
+    r = Router()
+    started = asyncio.Event()
+    runs: list[int] = []
+
+    @r.callback("menu:{item}")
+    async def menu(ctx: Context, item: str) -> None:
+        runs.append(ctx.attempt)
+        await ctx.edit_text(item)
+        started.set()
+        if ctx.attempt == 1:
+            await asyncio.Event().wait()  # never returns: the process dies here
+
+    update = press("menu:invest")
+    first = asyncio.create_task(r(make_ctx(update, outbox, store)))
+    await asyncio.wait_for(started.wait(), 5)
+    first.cancel()  # the attempt dies mid-handler (the router still answers on the way out)
+    await asyncio.wait([first])
+    replayed = await store.sends_for(BOT_ID, update["update_id"])
+    await dispatch(r, update, outbox, store, replayed=replayed, attempt=2)  # inside the window
+    assert runs == [1, 2]
+    assert [m for m, _ in api.calls].count("editMessageText") == 1  # replayed, not re-sent
+    assert len(answers(api)) == 1
+
+
 async def test_too_old_query_is_logged_not_raised(api: FakeAPI, outbox: Outbox, store: Store) -> None:
     r = Router()
     api.fail("answerCallbackQuery", BadRequest(
