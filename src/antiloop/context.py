@@ -154,3 +154,10 @@ class Context:
         """Called by the runtime when the handler returned: a callback never left spinning."""
         if self.callback_query_id is not None and not self.answered:
             await self.answer()
+
+
+def press_key(ctx: Context) -> str:
+    """The debounce key of a button press: (user, chat, message, data), never ids, since a
+    client that got no answer re-sends the press with a new update_id and callback id."""
+    target = ctx.message_id if ctx.message_id is not None else ctx.inline_message_id
+    return f"cb:{ctx.user_id}:{ctx.chat_id}:{target}:{ctx.data}"

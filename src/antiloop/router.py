@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import updates as U
-from .context import Context
+from .context import Context, press_key
 from .errors import ConfigError
 
 log = logging.getLogger("antiloop.router")
@@ -546,9 +546,7 @@ class Router:
         """The (key, seconds, reason) window this update must pass, if any."""
         if ctx.is_callback:
             seconds = self._option(route, "debounce", DEFAULT_DEBOUNCE)
-            target = ctx.message_id if ctx.message_id is not None else ctx.inline_message_id
-            key = f"cb:{ctx.user_id}:{ctx.chat_id}:{target}:{ctx.data}"
-            return (key, seconds, "debounced") if seconds > 0 else None
+            return (press_key(ctx), seconds, "debounced") if seconds > 0 else None
         if route.dedupe > 0 and ctx.text:
             norm = " ".join(ctx.text.casefold().split())
             digest = hashlib.blake2b(norm.encode(), digest_size=12).hexdigest()

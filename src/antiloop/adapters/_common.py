@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..context import press_key
 from ..errors import TelegramError
 
 if TYPE_CHECKING:
@@ -143,12 +144,6 @@ def error_json(exc: TelegramError) -> dict[str, Any]:
     return body
 
 
-def callback_key(ctx: Context) -> str:
-    """The debounce key of a press; the same as the Router's, so both share one window."""
-    target = ctx.message_id if ctx.message_id is not None else ctx.inline_message_id
-    return f"cb:{ctx.user_id}:{ctx.chat_id}:{target}:{ctx.data}"
-
-
 class FrameworkAdapter:
     """An antiloop handler that feeds one framework object.
 
@@ -181,7 +176,7 @@ class FrameworkAdapter:
         # As in the Router: only a first attempt is debounced. A re-run (retry, crash) runs:
         # the window it would hit may be its own, taken by the attempt that failed.
         if ctx.is_callback and self.debounce > 0 and ctx.attempt == 1:
-            key = callback_key(ctx)
+            key = press_key(ctx)
             if await ctx.store.hit_window(ctx.bot_id, key, self.debounce):
                 await ctx.store.count_suppressed(ctx.bot_id, "debounced")
                 log.debug("update %s: repeated press (%s within %.1f s); answered, not run",
