@@ -648,11 +648,12 @@ async def _naive(api_url: str, token: str, target: str, poll_timeout: int) -> in
             update = await queue.get()
             ctx = Context(update, bot_id=api.bot_id, outbox=outbox, store=store,
                           bot_username=username)
-            route, fields, _ = router._find(ctx)  # the handler itself, without the guards
+            found = router.resolve(ctx)  # the handler itself, without the guards
             try:
-                if route is not None:
+                if found is not None:
+                    handler, fields = found
                     ctx.match = fields
-                    await route.handler(ctx, **fields)
+                    await handler(ctx, **fields)
             except Exception as exc:
                 log.error("update %s: handler failed: %s", ctx.update_id, exc)
             finally:

@@ -523,6 +523,13 @@ class Router:
         else:
             await route.handler(ctx, **fields)
 
+    def resolve(self, ctx: Context) -> tuple[Handler, dict[str, Any]] | None:
+        """The handler that would run for this update and its keyword arguments, without any
+        of the guards (debounce, fingerprints, answering): for tests and tools. Sets
+        ``ctx.args`` for commands like a real dispatch."""
+        route, fields, _ = self._find(ctx)
+        return (route.handler, fields) if route is not None else None
+
     def _find(self, ctx: Context) -> tuple[Route | None, dict[str, Any], bool]:
         routes = self._flat.get(ctx.update_type)
         if routes is None:

@@ -221,3 +221,31 @@ def test_pattern_overlap_is_symmetric() -> None:
 
 async def _noop(ctx: Context, **fields: Any) -> None:
     return None
+
+
+async def test_resolve_names_the_handler_without_running_it() -> None:
+    from router_fakes import make_ctx
+
+    from antiloop.store import MemoryStore
+
+    router = Router()
+    runs: list[str] = []
+
+    @router.command("simulate")
+    async def simulate(ctx: Context) -> None:
+        runs.append("simulate")
+
+    @router.callback("menu:{item}")
+    async def menu(ctx: Context, item: str) -> None:
+        runs.append(item)
+
+    store = MemoryStore()
+    outbox = Outbox(FakeAPI(), store, rate_limits=False)
+    ctx = make_ctx(message("/simulate 1000"), outbox, store)
+    found = router.resolve(ctx)
+    assert found is not None and found[0] is simulate and found[1] == {}
+    assert ctx.args == ["1000"]
+    found = router.resolve(make_ctx(press("menu:invest"), outbox, store))
+    assert found is not None and found[0] is menu and found[1] == {"item": "invest"}
+    assert router.resolve(make_ctx(press("nothing"), outbox, store)) is None
+    assert runs == []

@@ -239,3 +239,29 @@ async def test_exclusive_windows_are_local_and_carried_to_the_next_holder(
         assert not await b.hit_window(BOT, "press:1", 10)
     finally:
         await b.close()
+
+
+async def test_sqlite_immutable_file_says_read_only_not_disk_full(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    s = SQLiteStore(f"sqlite:///{tmp_path}/bot.db")
+    await s.open()
+    await s.add_batch(BOT, [msg(1)], ME, 60)
+    files = [p for p in (tmp_path / "bot.db", tmp_path / "bot.db-wal") if p.exists()]
+    res = subprocess.run(["chattr", "+i", *map(str, files)], capture_output=True, text=True)
+    if res.returncode != 0:
+        await s.close()
+        pytest.skip(f"chattr +i is not supported here: {res.stderr.strip()}")
+    try:
+        with pytest.raises(StoreError) as info:
+            for i in range(2, 2000):  # the WAL refuses the write at once or at a checkpoint
+                await s.add_batch(BOT, [msg(i)], ME, 60)
+        text = str(info.value)
+        assert "read-only or immutable" in text and str(tmp_path / "bot.db") in text
+        assert "Free disk space" not in text
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, files)], check=True)
+        await s.close()

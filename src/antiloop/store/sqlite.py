@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import json
 import logging
 import os
@@ -216,6 +217,13 @@ class SQLiteStore:
                 f"(mv {where} {where}.corrupt) and start again: the inbox starts empty and "
                 "Telegram re-delivers what was not confirmed"
             )
+        if "disk i/o" in msg and self._not_writable():
+            return StoreError(
+                f"the store file {where} cannot be written ({exc}): it is read-only or "
+                f"immutable (check `ls -l {where}` and `lsattr {where}`, also its -wal file); "
+                "make it writable again, or choose another --store. Nothing is confirmed to "
+                "Telegram until it is stored"
+            )
         if "disk is full" in msg or "disk i/o" in msg or "file too large" in msg:
             return StoreError(
                 f"cannot write the store file {where}: {exc}. Free disk space (or raise the "
@@ -227,6 +235,20 @@ class SQLiteStore:
                 "and is writable"
             )
         return StoreError(f"the store file {where} failed: {exc}")
+
+    def _not_writable(self) -> bool:
+        """Is the database (or its WAL) refusing writes for a reason other than space?"""
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
+                    return True
+                continue
+            os.close(fd)
+        return False
 
     async def close(self) -> None:
         if self._flusher is not None:
