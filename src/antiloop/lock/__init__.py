@@ -33,5 +33,11 @@ def open_lock(url: str, identity: Identity, bot_id: int, *, clock: Clock = time.
             raise ConfigError("--lock file: needs a path, e.g. file:.bot_instance.lock")
         return FileLock(path, identity, bot_id, clock=clock)
     if url.startswith(("redis://", "rediss://")):
-        raise ConfigError("the Redis lock is not available in this version; use file:PATH on one machine")
+        try:
+            from .redis import RedisLock
+        except ImportError as exc:
+            raise ConfigError(
+                f"the Redis lock ({url.split('@')[-1]}) needs redis-py: pip install 'antiloop[redis]'"
+            ) from exc
+        return RedisLock(url, identity, bot_id, clock=clock)  # lease and prefix from the URL
     raise ConfigError(f"unknown lock URL {url!r}: use file:.bot_instance.lock")

@@ -25,10 +25,14 @@ def open_store(url: str = DEFAULT_STORE, *, clock: Clock = time.time) -> Store:
     if url.startswith("sqlite:///"):
         return SQLiteStore(url, clock=clock)
     if url.startswith(("redis://", "rediss://")):
-        raise ConfigError(
-            f"the Redis store ({url.split('@')[-1]}) is not available in this version of antiloop; "
-            "use sqlite:///bot_status.db on one machine"
-        )
+        try:
+            from .redis import RedisStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"the Redis store ({url.split('@')[-1]}) needs redis-py: "
+                "pip install 'antiloop[redis]'"
+            ) from exc
+        return RedisStore(url, clock=clock)
     raise ConfigError(
         f"unknown store URL {url!r}: use sqlite:///bot_status.db (relative), "
         "sqlite:////abs/path.db or memory://"
