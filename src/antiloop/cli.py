@@ -180,13 +180,21 @@ async def _bot_id(args: argparse.Namespace, store: Store | None, lock_status: Lo
     raise ConfigError(f"the store holds several bots ({', '.join(map(str, ids))}); pass --bot-id")
 
 
+def _known_bot_id(args: argparse.Namespace) -> int:
+    """The bot id when the flags name it (0: unknown yet, the lock tells)."""
+    if args.token:
+        return bot_id_from_token(args.token)
+    return int(args.bot_id) if args.bot_id is not None else 0
+
+
 def _lock_status(args: argparse.Namespace) -> LockStatus:
-    lock = open_lock(args.lock or default_lock_url(args.store), Identity(), 0)
+    lock = open_lock(args.lock or default_lock_url(args.store), Identity(), _known_bot_id(args))
     return lock.status()
 
 
-def _standbys(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return open_lock(args.lock or default_lock_url(args.store), Identity(), 0).standbys()
+def _standbys(args: argparse.Namespace, bot_id: int | None) -> list[dict[str, Any]]:
+    lock = open_lock(args.lock or default_lock_url(args.store), Identity(), bot_id or 0)
+    return lock.standbys()
 
 
 def _lock_state(status: LockStatus, now: float) -> str:
@@ -223,7 +231,7 @@ async def _cmd_status(args: argparse.Namespace) -> int:
             await store.close()
     lock_json = lock_status.to_json(now)
     lock_json["state"] = _lock_state(lock_status, now)
-    standbys = _standbys(args)
+    standbys = _standbys(args, bot_id)
     lock_json["standbys"] = standbys
     out: dict[str, Any] = {
         "bot_id": bot_id,

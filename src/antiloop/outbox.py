@@ -24,10 +24,11 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._util import Clock
-from .errors import RetryAfter
+from .errors import LockError, RetryAfter
 from .ratelimit import ChatKey, FlowControl, RateLimits, Sleep
 
 if TYPE_CHECKING:
@@ -85,8 +86,10 @@ class Outbox:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         max_429_retries: int = 5,
+        lock_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.api = api
+        self.lock_valid = lock_valid
         self.store = store
         self.reply_window = reply_window
         self.max_429_retries = max_429_retries
@@ -128,6 +131,9 @@ class Outbox:
             earlier = self._recent.get(self._repeat_key(clean))
             await self.store.record_send(ctx.bot_id, ctx.update_id, ordinal, method, earlier)
             return earlier
+        if not self.lock_valid():
+            raise LockError(f"update {ctx.update_id}: {method} not sent: this process no longer "
+                            "holds the lock (the new holder re-runs the update)")
         result = await self._send(method, clean)
         try:
             await self.store.record_send(ctx.bot_id, ctx.update_id, ordinal, method, result)

@@ -119,11 +119,11 @@ class Runtime:
             if s.takeover:
                 holder = lock.request_takeover()
                 if holder is not None:
-                    log.info("asked pid %s on %s to hand over %s (SIGTERM); waiting for it to "
-                             "drain", holder.pid, holder.host, name)
+                    log.info("asked pid %s on %s to hand over %s; waiting for it to drain",
+                             holder.pid, holder.host, name)
             log.info("%s: instance %s (pid %s on %s) starting; store %s, lock %s", name,
-                     self.identity.instance_id, self.identity.pid, self.identity.host, s.store,
-                     s.lock_url)
+                     self.identity.instance_id, self.identity.pid, self.identity.host, store.url,
+                     lock.url)
             got = await lock.acquire(self.stop_event, self._log_waiting)
             if not got:
                 log.info("%s: stopped while waiting for the lock", name)
@@ -141,7 +141,11 @@ class Runtime:
                 await asyncio.gather(heartbeat, return_exceptions=True)
             await api.shutdown()
             await store.close()
-            lock.release()
+            try:
+                lock.release()
+            except LockError as exc:  # the lease was gone already: someone else holds it
+                log.error("%s", exc)
+                self.lost_lock = True
 
     def _log_waiting(self, status: LockStatus) -> None:
         holder = status.holder
@@ -151,12 +155,14 @@ class Runtime:
         age = holder.heartbeat_age(now)
         health = ("it is healthy" if age < 5 else
                   f"its heartbeat is {age:.0f} s old (stopped or stuck?)")
+        when = ("within a second of its exit" if status.path and not status.path.startswith("redis")
+                else "when its lease expires, or at once when it exits cleanly")
         other = "" if holder.bot_id == self.bot_id else (
             f" NOTE: it runs another bot (id {holder.bot_id}); give each bot its own --lock.")
         log.warning(
             "another instance holds the lock %s: %s; %s. Waiting as a hot standby (takeover "
-            "within a second of its exit). `antiloop status` shows it; `antiloop run --takeover` "
-            "asks it to hand over.%s", status.path, holder.describe(now), health, other)
+            "%s). `antiloop status` shows it; `antiloop run --takeover` asks it to hand "
+            "over.%s", status.path, holder.describe(now), health, when, other)
 
     async def _username(self, api: BotAPI) -> str | None:
         for attempt in range(5):
@@ -178,7 +184,7 @@ class Runtime:
         s = self.settings
         username = await self._username(api)
         await store.become_exclusive(self.bot_id)
-        options = {"rate_limits": s.rate_limit, **self.outbox_options}
+        options = {"rate_limits": s.rate_limit, "lock_valid": lock.valid, **self.outbox_options}
         outbox = Outbox(api, store, **options)
         worker = Worker(self.handler, store, outbox, self.identity, self.bot_id,
                         concurrency=s.concurrency, max_attempts=s.max_attempts,
@@ -195,7 +201,7 @@ class Runtime:
         receiver: WebhookSource | None = None
         main_task: asyncio.Task[Any]
         if s.webhook_url:
-            receiver = await self._start_webhook(api, store, worker)
+            receiver = await self._start_webhook(api, store, worker, lock)
             main_task = asyncio.create_task(self.stop_event.wait(), name="antiloop-webhook")
         else:
             source = PollingSource(api, store, worker, self.identity, timeout=s.poll_timeout,
@@ -212,9 +218,10 @@ class Runtime:
         lost = asyncio.create_task(lock.lost.wait())
         status = 0
         try:
-            done, _ = await asyncio.wait([tasks[0], stopper, lost, worker.failed_task()],
+            done, _ = await asyncio.wait([*tasks, stopper, lost, worker.failed_task()],
                                          return_when=asyncio.FIRST_COMPLETED)
-            exc = tasks[0].exception() if tasks[0] in done else None
+            exc = next((t.exception() for t in tasks if t in done and not t.cancelled()
+                        and t.exception() is not None), None)
             if lost in done or isinstance(exc, LockError) or worker.lock_lost:
                 self.lost_lock = True
                 status = 3
@@ -237,7 +244,7 @@ class Runtime:
             left = await worker.stop(0 if self.lost_lock else s.drain_timeout)
             if left and not self.lost_lock:
                 with contextlib.suppress(AntiloopError):
-                    await store.release(self.bot_id, left)
+                    await store.release(self.bot_id, left, owner=self.identity)
                 log.info("released %d unfinished updates for the next holder", len(left))
             aclose = getattr(self.handler, "aclose", None)
             if aclose is not None:  # an adapted framework's shutdown hooks
@@ -248,13 +255,15 @@ class Runtime:
             log.info("stopped: %d handled, %d dead letters", worker.handled, worker.dead)
         return status
 
-    async def _start_webhook(self, api: BotAPI, store: Any, worker: Worker) -> WebhookSource:
+    async def _start_webhook(self, api: BotAPI, store: Any, worker: Worker,
+                             lock: InstanceLock) -> WebhookSource:
         s = self.settings
         assert s.webhook_url is not None
         host, port = parse_listen(s.listen)
         secret = s.webhook_secret or default_secret(s.token)
         receiver = WebhookSource(store, worker, self.identity, path=path_of(s.webhook_url),
-                                 secret=secret, host=host, port=port, lease_s=s.lease_s)
+                                 secret=secret, host=host, port=port, lease_s=s.lease_s,
+                                 on_lock_lost=lock.lost.set)
         self.webhook = receiver
         await receiver.start()
         try:
@@ -286,6 +295,8 @@ class Runtime:
                 if again:
                     log.info("picking up %d updates made runnable again", len(again))
                     worker.submit(again)
+            except LockError:
+                raise  # lost the lock: the runtime stops
             except AntiloopError as exc:
                 log.warning("maintenance: %s", exc)
             if await sleep_or_stop(self.stop_event, s.recover_every_s):

@@ -17,7 +17,10 @@ __all__ = ["DEFAULT_LOCK_NAME", "FileLock", "HolderInfo", "InstanceLock", "LockS
 
 
 def default_lock_url(store_url: str) -> str:
-    """``file:.bot_instance.lock`` beside the SQLite file (or in the cwd for other stores)."""
+    """``file:.bot_instance.lock`` beside the SQLite file; for a Redis store, the Redis lease
+    on the same server (a file lock would let each machine poll); in the cwd otherwise."""
+    if store_url.startswith(("redis://", "rediss://")):
+        return store_url
     if store_url.startswith("sqlite:///"):
         db = Path(store_url[len("sqlite:///"):].split("?", 1)[0])
         return f"file:{db.parent / DEFAULT_LOCK_NAME}" if str(db.parent) != "." else f"file:{DEFAULT_LOCK_NAME}"

@@ -11,12 +11,13 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .._util import Identity
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, LockError, StoreError
 from ..store.base import Store
 from ..worker import Worker
 
@@ -48,7 +49,8 @@ class WebhookSource:
     """An aiohttp server answering Telegram's webhook POSTs on ``path``."""
 
     def __init__(self, store: Store, worker: Worker, identity: Identity, *, path: str,
-                 secret: str, host: str, port: int, lease_s: float = 60.0) -> None:
+                 secret: str, host: str, port: int, lease_s: float = 60.0,
+                 on_lock_lost: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.worker = worker
         self.identity = identity
@@ -57,6 +59,7 @@ class WebhookSource:
         self.host = host
         self.port = port
         self.lease_s = lease_s
+        self.on_lock_lost = on_lock_lost
         self.received = 0
         self.rejected = 0
         self._runner: web.AppRunner | None = None
@@ -105,6 +108,10 @@ class WebhookSource:
         except StoreError as exc:
             log.error("%s; answering 503 so Telegram keeps the update and re-sends it", exc)
             return web.Response(status=503, headers={"Retry-After": "5"}, text="store unavailable")
+        except LockError as exc:
+            log.error("%s; answering 503: the new holder receives the re-sent update", exc)
+            self.on_lock_lost()
+            return web.Response(status=503, headers={"Retry-After": "1"}, text="not the holder")
         self.received += 1
         self.worker.submit(entries)
         return web.Response(status=200, text="ok")

@@ -79,8 +79,11 @@ class Store(Protocol):
         """Record a failed attempt; ``dead`` parks it as a dead letter. Returns attempts so far."""
         ...
 
-    async def release(self, bot_id: int, update_ids: list[int]) -> None:
-        """Give claimed entries back (``received``) so the next holder handles them at once."""
+    async def release(self, bot_id: int, update_ids: list[int],
+                      owner: Identity | None = None) -> None:
+        """Give claimed entries back (``received``) so the next holder handles them at once.
+        With ``owner``, only that owner's claims (and, where the backend fences, only while its
+        fencing token is current)."""
         ...
 
     # -- ledger of sends (replay safety) --------------------------------------------------

@@ -116,10 +116,12 @@ class MemoryStore:
             row.entry.attempts += 1
         return row.entry.attempts
 
-    async def release(self, bot_id: int, update_ids: list[int]) -> None:
+    async def release(self, bot_id: int, update_ids: list[int],
+                      owner: Identity | None = None) -> None:
         for uid in update_ids:
             row = self._rows[bot_id].get(uid)
-            if row is not None and row.entry.state == CLAIMED:
+            if row is not None and row.entry.state == CLAIMED and (
+                    owner is None or row.owner == owner.instance_id):
                 row.entry.state = RECEIVED
                 row.owner = None
 

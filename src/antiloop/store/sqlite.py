@@ -477,14 +477,17 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def release(self, bot_id: int, update_ids: list[int]) -> None:
+    async def release(self, bot_id: int, update_ids: list[int],
+                      owner: Identity | None = None) -> None:
         if not update_ids:
             return
+        by = owner.instance_id if owner is not None else None
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE inbox SET state='received', lease_until=NULL WHERE bot_id=? AND "
-                "update_id=? AND state='claimed'", [(bot_id, u) for u in update_ids])
+                "update_id=? AND state='claimed' AND (? IS NULL OR claimed_by=?)",
+                [(bot_id, u, by, by) for u in update_ids])
 
         await self._write(op)
 
