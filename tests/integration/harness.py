@@ -60,6 +60,16 @@ class Fleet:
             started.append(proc)
         return started
 
+    async def wait(self, cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+        """``wait_until`` that shows each process's last log lines when it times out."""
+        try:
+            await wait_until(cond, timeout, what)
+        except AssertionError as exc:
+            tails = "\n".join(
+                f"--- process {i} (pid {p.pid}, exit {p.poll()}):\n" + "\n".join(self.output(i).splitlines()[-15:])
+                for i, p in enumerate(self.procs))
+            raise AssertionError(f"{exc}\n{tails}") from None
+
     def output(self, i: int) -> str:
         return (self.tmp / f"proc-{i}.log").read_text(errors="replace")
 

@@ -85,11 +85,11 @@ async def test_holder_sigkilled_mid_stream_standby_takes_over_nothing_lost(
                 await tg.send(BOT, u, f"slow {i}-{u}")
                 sent += 1
             if i == 10:
-                await wait_until(lambda: len(f.done_counts()) >= 50, what="50 handled")
+                await f.wait(lambda: len(f.done_counts()) >= 50, what="50 handled")
                 f.kill(first)
             await asyncio.sleep(0.01)
-        await wait_until(lambda: f.holder_pid() not in (None, first), what="a new holder")
-        await wait_until(lambda: len(f.done_counts()) == sent, timeout=60, what="all handled")
+        await f.wait(lambda: f.holder_pid() not in (None, first), what="a new holder")
+        await f.wait(lambda: len(f.done_counts()) == sent, timeout=60, what="all handled")
         done = f.done_counts()
         assert len(done) == sent, "an update was lost"
         # A handler can only run twice if it was in flight at the kill, and then the re-run knows
