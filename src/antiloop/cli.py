@@ -45,6 +45,17 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() not in ("0", "off", "false", "no")
 
 
+def _positive(value: str) -> int:
+    """An integer of at least 1 (argparse applies it to flag values and to env defaults)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
 def _common(p: argparse.ArgumentParser, *, token_required: bool) -> None:
     p.add_argument("--token", default=os.environ.get("TELEGRAM_BOT_TOKEN"),
                    help="bot token (env TELEGRAM_BOT_TOKEN)" + ("" if token_required else
@@ -70,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a bot (waits as a hot standby while another instance holds the lock)")
     run.add_argument("target", help="path/to/file.py:name or module:name (a Router or async def handler(ctx))")
     _common(run, token_required=True)
-    run.add_argument("--concurrency", type=int, default=int(os.environ.get("ANTILOOP_CONCURRENCY", "16")),
-                     help="chats handled at once (default 16)")
-    run.add_argument("--max-attempts", type=int, default=int(os.environ.get("ANTILOOP_MAX_ATTEMPTS", "5")),
-                     help="attempts before an update is parked as a dead letter (default 5)")
+    run.add_argument("--concurrency", type=_positive, default=os.environ.get("ANTILOOP_CONCURRENCY", "16"),
+                     help="chats handled at once (env ANTILOOP_CONCURRENCY, default 16)")
+    run.add_argument("--max-attempts", type=_positive, default=os.environ.get("ANTILOOP_MAX_ATTEMPTS", "5"),
+                     help="attempts before an update is parked as a dead letter (env ANTILOOP_MAX_ATTEMPTS, default 5)")
     run.add_argument("--takeover", action="store_true",
                      help="ask a live holder on this host to hand over (SIGTERM to the pid in the lock)")
     run.add_argument("--delete-webhook", action="store_true",

@@ -12,10 +12,10 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._util import Identity, bot_id_from_token, mask_token, sleep_or_stop
 from .botapi import DEFAULT_API_URL, BotAPI
@@ -38,6 +38,7 @@ from .worker import Worker
 log = logging.getLogger("antiloop")
 
 Handler = Callable[[Context], Awaitable[Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,6 +70,17 @@ class Settings:
     def lock_url(self) -> str:
         return self.lock or default_lock_url(self.store)
 
+    def validate(self) -> None:
+        """Refuse bad settings before anything (lock, store, inbox) is touched."""
+        for name in ("concurrency", "max_attempts"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.webhook_url:
+            path_of(self.webhook_url)
+            parse_listen(self.listen)
+            if not 1 <= self.max_connections <= 100:
+                raise ConfigError("--max-connections must be between 1 and 100")
+
 
 class Runtime:
     """One process of a bot: waits for the lock, then polls, handles and sends until stopped."""
@@ -80,6 +92,7 @@ class Runtime:
         self.handler = handler
         self.settings = settings
         self.bot_id = bot_id_from_token(settings.token)
+        settings.validate()
         self.identity = identity or Identity()
         self.outbox_options = outbox_options or {}
         self.stop_event = asyncio.Event()
@@ -180,9 +193,25 @@ class Runtime:
                     return None
         return None
 
+    async def _until_stopped(self, coro: Awaitable[T]) -> T | None:
+        """Run ``coro`` unless SIGTERM comes first (then it is cancelled and None returned)."""
+        task = asyncio.ensure_future(coro)
+        stopper = asyncio.create_task(self.stop_event.wait())
+        try:
+            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+
     async def _serve(self, api: BotAPI, store: Any, lock: InstanceLock) -> int:
         s = self.settings
-        username = await self._username(api)
+        username = await self._until_stopped(self._username(api))
+        if self.stop_event.is_set():
+            return 0
         await store.become_exclusive(self.bot_id)
         options = {"rate_limits": s.rate_limit, "lock_valid": lock.valid, **self.outbox_options}
         outbox = Outbox(api, store, **options)
@@ -192,36 +221,40 @@ class Runtime:
                         lock_valid=lock.valid)
         self.worker = worker
         worker.start()
-        # We hold the lock, so whoever claimed unfinished entries before us is gone: take them all.
-        recovered = await store.recover(self.bot_id, self.identity, s.lease_s, take_all=True,
-                                        limit=1_000_000)
-        if recovered:
-            log.info("resuming %d unfinished updates from the inbox", len(recovered))
-            worker.submit(recovered)
         receiver: WebhookSource | None = None
-        main_task: asyncio.Task[Any]
-        if s.webhook_url:
-            receiver = await self._start_webhook(api, store, worker, lock)
-            main_task = asyncio.create_task(self.stop_event.wait(), name="antiloop-webhook")
-        else:
-            source = PollingSource(api, store, worker, self.identity, timeout=s.poll_timeout,
-                                   allowed_updates=s.allowed_updates,
-                                   delete_webhook=s.delete_webhook, lease_s=s.lease_s,
-                                   lock_valid=lock.valid)
-            self.source = source
-            main_task = asyncio.create_task(source.run(self.stop_event), name="antiloop-polling")
-        tasks = [
-            main_task,
-            asyncio.create_task(self._maintenance(store, worker), name="antiloop-maintenance"),
-        ]
-        stopper = asyncio.create_task(self.stop_event.wait())
-        lost = asyncio.create_task(lock.lost.wait())
+        tasks: list[asyncio.Task[Any]] = []
         status = 0
         try:
-            done, _ = await asyncio.wait([*tasks, stopper, lost, worker.failed_task()],
+            # We hold the lock, so whoever claimed unfinished entries before us is gone.
+            recovered = await store.recover(self.bot_id, self.identity, s.lease_s,
+                                            take_all=True, limit=1_000_000)
+            if recovered:
+                log.info("resuming %d unfinished updates from the inbox", len(recovered))
+                worker.submit(recovered)
+            main: Coroutine[Any, Any, Any]
+            if s.webhook_url:
+                receiver = await self._until_stopped(self._start_webhook(api, store, worker, lock))
+                if receiver is None:
+                    return 0
+                main = self.stop_event.wait()
+            else:
+                source = PollingSource(api, store, worker, self.identity,
+                                       timeout=s.poll_timeout, allowed_updates=s.allowed_updates,
+                                       delete_webhook=s.delete_webhook, lease_s=s.lease_s,
+                                       lock_valid=lock.valid)
+                self.source = source
+                main = source.run(self.stop_event)
+            tasks = [
+                asyncio.create_task(main, name="antiloop-source"),
+                asyncio.create_task(self._maintenance(store, worker), name="antiloop-maintenance"),
+                asyncio.create_task(self.stop_event.wait(), name="antiloop-stop"),
+                asyncio.create_task(lock.lost.wait(), name="antiloop-lost"),
+            ]
+            source_task, maintenance, _stopper, lost = tasks
+            done, _ = await asyncio.wait([*tasks, worker.failed_task()],
                                          return_when=asyncio.FIRST_COMPLETED)
-            exc = next((t.exception() for t in tasks if t in done and not t.cancelled()
-                        and t.exception() is not None), None)
+            exc = next((t.exception() for t in (source_task, maintenance)
+                        if t in done and not t.cancelled() and t.exception() is not None), None)
             if lost in done or isinstance(exc, LockError) or worker.lock_lost:
                 self.lost_lock = True
                 status = 3
@@ -238,9 +271,9 @@ class Runtime:
             self.stop_event.set()
             if receiver is not None:
                 await receiver.stop()
-            for task in [*tasks, stopper, lost]:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, stopper, lost, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             left = await worker.stop(0 if self.lost_lock else s.drain_timeout)
             if left and not self.lost_lock:
                 with contextlib.suppress(AntiloopError):
@@ -310,6 +343,9 @@ def load_target(target: str) -> Handler:
     where, _, attr = target.rpartition(":")
     if not attr.isidentifier():
         raise ConfigError(f"TARGET {target!r}: {attr!r} is not a Python name")
+    if not where or where.startswith("."):
+        raise ConfigError(f"TARGET {target!r} names no module: use path/to/file.py:{attr} or "
+                          f"package.module:{attr}")
     if where.endswith(".py") or "/" in where:
         path = Path(where)
         if not path.exists():
@@ -325,7 +361,7 @@ def load_target(target: str) -> Handler:
     else:
         try:
             module = importlib.import_module(where)
-        except ImportError as exc:
+        except (ImportError, ValueError, TypeError) as exc:
             raise ConfigError(f"TARGET {target!r}: cannot import {where}: {exc}") from exc
     try:
         obj = getattr(module, attr)

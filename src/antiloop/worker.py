@@ -67,6 +67,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._completing: set[asyncio.Task[None]] = set()
         self._store_failures = 0
+        self._fresh: set[int] = set()
         self.lock_lost = False
         self._lock_lost_event: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._backlog = 0
@@ -88,8 +89,12 @@ class Worker:
         for i in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._run(), name=f"antiloop-worker-{i}"))
 
-    def submit(self, entries: list[InboxEntry]) -> None:
+    def submit(self, entries: list[InboxEntry], *, fresh: bool = False) -> None:
+        """Queue entries. ``fresh``: just inserted by this process (nothing can have been sent
+        for them yet, so the send ledger need not be read)."""
         for entry in entries:
+            if fresh and entry.attempts <= 1:
+                self._fresh.add(entry.update_id)
             key: Key = ("c", entry.order_key) if entry.order_key is not None else ("u", entry.update_id)
             queue = self._chats.get(key)
             if queue is None:
@@ -132,6 +137,12 @@ class Worker:
                 log.error("%s", exc)
                 self._lose_lock()
                 return
+            except Exception:
+                # A bug of ours, not the handler's (those are caught in _handle): keep the
+                # chat and this worker alive, try that chat again shortly.
+                log.exception("worker error on %s; retrying that chat in 1 s", key)
+                asyncio.get_running_loop().call_later(1.0, self._ready.put_nowait, key)
+                continue
             finally:
                 if not queue:
                     self._chats.pop(key, None)
@@ -155,12 +166,22 @@ class Worker:
         # earlier holder (or an earlier attempt of ours) made them, and from our own earlier
         # attempts in this process even when the store could not record them.
         made: dict[int, Any] = {}
-        loaded = attempts <= 1
+        loaded = entry.update_id in self._fresh
+        self._fresh.discard(entry.update_id)
+        if attempts > self.max_attempts:
+            # Claimed this often without ever failing cleanly: it killed the process (OOM, a
+            # crash, a hang ended by SIGKILL) each time. Park it instead of looping forever.
+            error = (f"the process died while handling it {attempts - 1} times "
+                     f"(--max-attempts {self.max_attempts})")
+            log.error("update %s: %s; parked as a dead letter", entry.update_id, error)
+            await self._park(entry, error)
+            return
         while True:
             if not loaded:
                 try:
                     made.update(await self.store.sends_for(self.bot_id, entry.update_id))
                     loaded = True
+                    self._store_failures = 0
                 except StoreError as exc:
                     await self._store_trouble(exc, entry)
                     continue
@@ -170,42 +191,28 @@ class Worker:
                 raise _Stopping()
             ctx = Context(entry.update, bot_id=self.bot_id, outbox=self.outbox, store=self.store,
                           attempt=attempts, bot_username=self.bot_username, replayed=made)
+            failure: BaseException | None
             try:
                 try:
                     await self.handler(ctx)
                 finally:
                     await self._finish(ctx)
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if self._stop.is_set() or (task is not None and task.cancelling()):
+                    raise  # we are being stopped
+                failure = exc  # the handler's own doing: a failure like any other
+            except LockError:
+                raise  # not the handler's fault: stop; the new holder re-runs the update
             except Exception as exc:
-                self.failed += 1
-                error = f"{type(exc).__name__}: {exc}"
-                if attempts >= self.max_attempts:
-                    tb = traceback.format_exception(exc)
-                    log.error("update %s failed %d times, parked as a dead letter: %s\n%s",
-                              entry.update_id, attempts, error, "".join(tb[-6:]).rstrip())
-                    while True:
-                        try:
-                            await self.store.fail(self.bot_id, entry.update_id, error, dead=True,
-                                                  owner=self.identity)
-                            break
-                        except StoreError as store_exc:
-                            await self._store_trouble(store_exc, entry)
-                    self.dead += 1
-                    return
-                try:
-                    attempts = await self.store.fail(self.bot_id, entry.update_id, error,
-                                                     dead=False, owner=self.identity)
-                except StoreError as store_exc:
-                    log.error("%s", store_exc)
-                    attempts += 1
-                delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempts - 2))
-                delay *= random.uniform(0.8, 1.2)
-                log.warning("update %s failed (attempt %d of %d): %s; retrying in %.1f s",
-                            entry.update_id, attempts - 1, self.max_attempts, error, delay)
-                if await sleep_or_stop(self._stop, delay):
-                    raise _Stopping() from None
-                loaded = False
+                failure = exc
+            else:
+                failure = None
+            if failure is not None:
+                attempts = await self._failed(entry, attempts, failure)
+                if attempts == 0:
+                    return  # parked
+                loaded = False  # read the ledger: what the failed attempt sent is skipped
                 continue
             # Not awaited: the next update of this chat may start while the completion is being
             # committed (group commit). If we die first, the update is re-run and its recorded
@@ -216,6 +223,44 @@ class Worker:
             task.add_done_callback(self._completed)
             self.handled += 1
             return
+
+    async def _failed(self, entry: InboxEntry, attempts: int, exc: BaseException) -> int:
+        """Record a failed attempt; park it after ``max_attempts``. Returns the attempt number
+        to run next, or 0 when the update was parked."""
+        self.failed += 1
+        error = f"{type(exc).__name__}: {exc}"
+        if attempts >= self.max_attempts:
+            tb = traceback.format_exception(exc)
+            log.error("update %s failed %d times, parked as a dead letter: %s\n%s",
+                      entry.update_id, attempts, error, "".join(tb[-6:]).rstrip())
+            await self._park(entry, error)
+            return 0
+        try:
+            attempts = await self.store.fail(self.bot_id, entry.update_id, error, dead=False,
+                                             owner=self.identity)
+            self._store_failures = 0
+        except StoreError as store_exc:
+            log.error("%s", store_exc)
+            attempts += 1
+        delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempts - 2))
+        delay *= random.uniform(0.8, 1.2)
+        log.warning("update %s failed (attempt %d of %d): %s; retrying in %.1f s",
+                    entry.update_id, attempts - 1, self.max_attempts, error, delay)
+        if await sleep_or_stop(self._stop, delay):
+            raise _Stopping() from None
+        return attempts
+
+    async def _park(self, entry: InboxEntry, error: str) -> None:
+        """Dead-letter the update; while the store refuses, wait (never re-run the handler)."""
+        while True:
+            try:
+                await self.store.fail(self.bot_id, entry.update_id, error, dead=True,
+                                      owner=self.identity)
+                self._store_failures = 0
+                break
+            except StoreError as store_exc:
+                await self._store_trouble(store_exc, entry)
+        self.dead += 1
 
     async def _store_trouble(self, exc: StoreError, entry: InboxEntry) -> None:
         """The store cannot be used: wait (the chat waits with us) and try again."""

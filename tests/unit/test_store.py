@@ -95,6 +95,14 @@ async def test_release_makes_entries_runnable_for_the_next_holder(store: Store) 
     assert (await store.counts(BOT))["pending"] == 2
     got = await store.recover(BOT, OTHER, 60, take_all=False, limit=10)
     assert [e.update_id for e in got] == [1, 2]
+    assert [e.attempts for e in got] == [1, 1], "a graceful release must not burn an attempt"
+
+
+async def test_release_with_owner_gives_back_only_its_own_claims(store: Store) -> None:
+    await store.add_batch(BOT, [msg(1)], ME, 60)
+    await store.add_batch(BOT, [msg(2)], OTHER, 60)
+    await store.release(BOT, [1, 2], owner=ME)
+    assert (await store.counts(BOT)) == {"pending": 1, "in_flight": 1, "done": 0, "dead": 0}
 
 
 async def test_send_ledger(store: Store) -> None:

@@ -210,11 +210,12 @@ class FileLock:
         return out
 
     async def heartbeat(self, stop: asyncio.Event) -> None:
-        while self._fd is not None and not stop.is_set():
+        """Refresh the heartbeat until the lock is released (or the task cancelled): also
+        while the holder drains after ``stop``, so it never looks unresponsive then."""
+        while self._fd is not None:
             with contextlib.suppress(OSError):
                 self.beat()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.heartbeat_interval)
+            await asyncio.sleep(self.heartbeat_interval)
 
     def read_holder(self) -> HolderInfo | None:
         for _ in range(3):

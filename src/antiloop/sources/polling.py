@@ -116,8 +116,14 @@ class PollingSource:
                     if self.delete_webhook:
                         log.warning("%s: a webhook is set; deleting it (--delete-webhook given) "
                                     "and switching to polling; pending updates are kept", name)
-                        await self.api.call("deleteWebhook", drop_pending_updates=False)
-                        continue
+                        try:
+                            await self.api.call("deleteWebhook", drop_pending_updates=False)
+                            continue
+                        except Unauthorized:
+                            raise
+                        except TelegramError as del_exc:
+                            log.warning("%s: deleteWebhook failed: %s; retrying with backoff",
+                                        name, del_exc)
                     if backoff.should_log("webhook"):
                         log.error(
                             "%s: a webhook is set, so Telegram refuses getUpdates (409: %s). "
@@ -183,5 +189,5 @@ class PollingSource:
             log.info("the store accepts writes again; polling resumes")
         self.batches += 1
         self.received += len(batch)
-        self.worker.submit(entries)
+        self.worker.submit(entries, fresh=True)
         return True

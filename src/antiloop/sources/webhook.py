@@ -113,5 +113,5 @@ class WebhookSource:
             self.on_lock_lost()
             return web.Response(status=503, headers={"Retry-After": "1"}, text="not the holder")
         self.received += 1
-        self.worker.submit(entries)
+        self.worker.submit(entries, fresh=True)
         return web.Response(status=200, text="ok")

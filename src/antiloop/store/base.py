@@ -82,6 +82,7 @@ class Store(Protocol):
     async def release(self, bot_id: int, update_ids: list[int],
                       owner: Identity | None = None) -> None:
         """Give claimed entries back (``received``) so the next holder handles them at once.
+        A graceful release gives the claim's attempt back (it did not fail).
         With ``owner``, only that owner's claims (and, where the backend fences, only while its
         fencing token is current)."""
         ...

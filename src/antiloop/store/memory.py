@@ -123,6 +123,7 @@ class MemoryStore:
             if row is not None and row.entry.state == CLAIMED and (
                     owner is None or row.owner == owner.instance_id):
                 row.entry.state = RECEIVED
+                row.entry.attempts = max(0, row.entry.attempts - 1)
                 row.owner = None
 
     async def sends_for(self, bot_id: int, update_id: int) -> dict[int, Any]:

@@ -375,6 +375,8 @@ for i = 4, #ARGV do
   if h[1] == 'claimed' and (owner == '' or h[2] == owner) then
     set_state(uid, 'claimed', 'received', '0')
     redis.call('HDEL', k, 'lu', 'ow')
+    local at = tonumber(redis.call('HGET', k, 'at') or '0')
+    if at > 0 then redis.call('HSET', k, 'at', at - 1) end
     n = n + 1
   end
 end

@@ -121,6 +121,7 @@ class SQLiteStore:
         self._rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._windows: dict[int, dict[str, float]] = {}  # bots this process writes alone
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -194,7 +195,8 @@ class SQLiteStore:
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(v),))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def _explain(self, exc: sqlite3.Error) -> StoreError:
@@ -251,7 +253,9 @@ class SQLiteStore:
         return False
 
     async def close(self) -> None:
-        if self._flusher is not None:
+        """Commit what is queued, refuse new writes (StoreError), then close."""
+        self._closing = True
+        while self._flusher is not None and not self._flusher.done():
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._conn is not None and self._pool is not None:
             conn = self._conn
@@ -268,8 +272,8 @@ class SQLiteStore:
         return await fut
 
     def _enqueue(self) -> asyncio.Future[Any]:
-        if self._conn is None:
-            raise StoreError(f"the store {self.path} is not open")
+        if self._conn is None or self._closing:
+            raise StoreError(f"the store {self.path} is not open (or closing)")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -284,6 +288,13 @@ class SQLiteStore:
             self._queue, self._rows = [], {}
             try:
                 results = await loop.run_in_executor(self._pool, self._run_batch, batch)
+            except asyncio.CancelledError:
+                for fut in batch.futures():
+                    if not fut.done():
+                        fut.set_exception(StoreError(
+                            f"the store {self.path} was shut down during a commit; the write "
+                            "may or may not have been committed"))
+                raise
             except BaseException as exc:  # the whole transaction failed
                 err = self._explain(exc) if isinstance(exc, sqlite3.Error) else exc
                 for fut in batch.futures():
@@ -485,8 +496,8 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "UPDATE inbox SET state='received', lease_until=NULL WHERE bot_id=? AND "
-                "update_id=? AND state='claimed' AND (? IS NULL OR claimed_by=?)",
+                "UPDATE inbox SET state='received', lease_until=NULL, attempts=MAX(attempts-1, 0) "
+                "WHERE bot_id=? AND update_id=? AND state='claimed' AND (? IS NULL OR claimed_by=?)",
                 [(bot_id, u, by, by) for u in update_ids])
 
         await self._write(op)
