@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +62,9 @@ class Context:
         imid = body.get("inline_message_id") if cq is not None else None
         self.inline_message_id: str | None = imid if isinstance(imid, str) else None
         self._ordinal = 0
-        self._replayed = replayed or {}
+        self.pending_records: list[tuple[int, Any, asyncio.Future[None]]] = []
+        """Calls made and not yet durably recorded (the outbox settles them)."""
+        self._replayed = replayed if replayed is not None else {}
         self.answered = ANSWER_KEY in self._replayed  # answered by an earlier attempt
         self.answer_count = 0
         self.extra: dict[str, Any] = {}

@@ -117,6 +117,9 @@ class Outbox:
             if self._takes_window(method, clean):
                 self._remember(self._recent, self._repeat_key(clean), result)
             return result
+        # Barrier: the previous call's record must be durable before the next call goes out, so
+        # at most one accepted-but-unrecorded call exists per update at any time.
+        await self.settle(ctx)
         ordinal = key if key is not None else ctx.next_ordinal()
         done, result = ctx.replayed_result(ordinal)
         if done:
@@ -135,16 +138,33 @@ class Outbox:
             raise LockError(f"update {ctx.update_id}: {method} not sent: this process no longer "
                             "holds the lock (the new holder re-runs the update)")
         result = await self._send(method, clean)
-        try:
-            await self.store.record_send(ctx.bot_id, ctx.update_id, ordinal, method, result)
-        except BaseException:
-            # Telegram has it but the ledger does not: remember it here, so a re-run of this
-            # update in this process does not send it again (and records it then).
-            self._remember(self._unrecorded, (ctx.bot_id, ctx.update_id, ordinal), result)
-            raise
+        # Recorded behind: the write is queued now (the same single store write as awaiting it
+        # here) and committed with the next group commit while the handler goes on; the next
+        # call of this update, and the update's completion, wait for it (``settle``).
+        record = asyncio.ensure_future(
+            self.store.record_send(ctx.bot_id, ctx.update_id, ordinal, method, result))
+        ctx.pending_records.append((ordinal, result, record))
         if self._takes_window(method, clean):
             self._remember(self._recent, self._repeat_key(clean), result)
         return result
+
+    async def settle(self, ctx: Context) -> None:
+        """Wait until every call this update made is recorded in the store. If a record failed,
+        the call's result is kept in this process (a re-run here skips the call and records it
+        then) and the store's error is raised."""
+        while ctx.pending_records:
+            pending, ctx.pending_records = ctx.pending_records, []
+            error: BaseException | None = None
+            for ordinal, result, record in pending:
+                try:
+                    await record
+                except BaseException as exc:
+                    # Telegram has it but the ledger does not: remember it here, so a re-run
+                    # of this update in this process does not make the call again.
+                    self._remember(self._unrecorded, (ctx.bot_id, ctx.update_id, ordinal), result)
+                    error = error or exc
+            if error is not None:
+                raise error
 
     async def _record_late(self, ctx: Context, ordinal: int, method: str) -> tuple[bool, Any]:
         key = (ctx.bot_id, ctx.update_id, ordinal)

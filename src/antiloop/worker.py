@@ -195,8 +195,12 @@ class Worker:
             try:
                 try:
                     await self.handler(ctx)
-                finally:
+                except BaseException:
                     await self._finish(ctx)
+                    await self._settle_quietly(ctx)  # the retry must see what this attempt sent
+                    raise
+                await self._finish(ctx)
+                await self.outbox.settle(ctx)  # every call recorded before completion
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
                 if self._stop.is_set() or (task is not None and task.cancelling()):
@@ -276,6 +280,12 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             log.error("could not record an update as done (it will be re-run, with its sends "
                       "skipped, by the next holder): %s", task.exception())
+
+    async def _settle_quietly(self, ctx: Context) -> None:
+        try:
+            await self.outbox.settle(ctx)
+        except Exception as exc:  # kept in memory by the outbox; the handler's error matters more
+            log.warning("update %s: a call could not be recorded: %s", ctx.update_id, exc)
 
     async def _finish(self, ctx: Context) -> None:
         try:

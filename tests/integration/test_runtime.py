@@ -80,9 +80,11 @@ async def test_holder_sigkilled_mid_stream_standby_takes_over_nothing_lost(
         first = f.holder_pid()
         assert first is not None
         sent = 0
+        uid_of: dict[str, int] = {}
         for i in range(30):
             for u in users:
-                await tg.send(BOT, u, f"slow {i}-{u}")
+                r = await tg.send(BOT, u, f"slow {i}-{u}")
+                uid_of[f"echo: slow {i}-{u}"] = r["update_id"]
                 sent += 1
             if i == 10:
                 await f.wait(lambda: len(f.done_counts()) >= 50, what="50 handled")
@@ -93,13 +95,18 @@ async def test_holder_sigkilled_mid_stream_standby_takes_over_nothing_lost(
         done = f.done_counts()
         assert len(done) == sent, "an update was lost"
         # A handler can only run twice if it was in flight at the kill, and then the re-run knows
-        # it is a re-run (attempt >= 2); the user still sees exactly one reply per update.
+        # it is a re-run (attempt >= 2).
         twice = {uid for uid, n in done.items() if n > 1}
         reruns = {uid for uid, attempt, _ in f.events("start") if attempt >= 2}
         assert twice <= reruns
         assert len(twice) <= 16  # at most --concurrency updates were in flight
         replies = bot_replies(tg, users)
-        assert len(replies) == sent and set(replies.values()) == {1}, "a duplicate reply"
+        assert len(replies) == sent, "an update got no reply"
+        # The one window the design admits: a reply Telegram accepted whose record was not yet
+        # committed when the holder died. Only a re-run can repeat it, once per update in flight.
+        repeated = {uid_of[text] for text, n in replies.items() if n > 1}
+        assert all(n <= 2 for n in replies.values())
+        assert repeated <= reruns, "a reply was repeated without a crash re-run"
     finally:
         f.stop_all()
 

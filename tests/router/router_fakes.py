@@ -103,12 +103,14 @@ def make_ctx(update: dict[str, Any], outbox: Outbox, store: Store, *,
 
 async def dispatch(handler: Callable[[Context], Awaitable[None]], update: dict[str, Any],
                    outbox: Outbox, store: Store, **kw: Any) -> Context:
-    """What the worker does: build the Context, run the handler, then ``finish`` (always)."""
+    """What the worker does: build the Context, run the handler, then ``finish`` (always) and
+    wait until every call is recorded (``settle``)."""
     ctx = make_ctx(update, outbox, store, **kw)
     try:
         await handler(ctx)
     finally:
         await ctx.finish()
+        await outbox.settle(ctx)
     return ctx
 
 

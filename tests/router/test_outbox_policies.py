@@ -138,9 +138,11 @@ async def test_a_send_the_ledger_missed_is_not_sent_again_by_a_rerun_here(
     update = message("x", user=1)
     ctx = make_ctx(update, outbox, store)
     first = await ctx.reply("one")
+    await outbox.settle(ctx)  # "one" is in the ledger
     store.broken = 2
+    await ctx.reply("two")  # Telegram has it; the ledger does not (recorded behind)
     with pytest.raises(OSError):
-        await ctx.reply("two")  # Telegram has it; the ledger does not
+        await outbox.settle(ctx)  # the record's failure surfaces before the update completes
     clock.advance(60)  # long after the repeat window
     rerun = make_ctx(update, outbox, store,
                      replayed=await store.sends_for(BOT_ID, update["update_id"]), attempt=2)
@@ -152,6 +154,7 @@ async def test_a_send_the_ledger_missed_is_not_sent_again_by_a_rerun_here(
     await rerun.reply("one")
     await rerun.reply("two")  # recorded now, not sent
     await rerun.reply("three")
+    await outbox.settle(rerun)
     assert [p["text"] for p in api.named("sendMessage")] == ["one", "two", "three"]
     assert sorted(await store.sends_for(BOT_ID, update["update_id"])) == [1, 2, 3]
 
@@ -163,6 +166,7 @@ async def test_replayed_calls_are_skipped_with_their_results(
     ctx = make_ctx(update, outbox, store)
     one = await ctx.reply("one")
     await ctx.reply("two")
+    await outbox.settle(ctx)  # what the worker does before completing the update
     replayed = await store.sends_for(BOT_ID, update["update_id"])
     again = make_ctx(update, outbox, store, replayed=replayed, attempt=2)
     assert await again.reply("one") == one
@@ -271,6 +275,7 @@ async def test_rate_limits_off_means_no_waiting_and_one_store_write_per_call() -
     ctx = make_ctx(message("x", user=1), outbox, store)
     for i in range(100):
         await ctx.reply(f"m{i}")
+    await outbox.settle(ctx)
     assert slept == [] and len(api.calls) == 100
     assert store.ops == Counter({"record_send": 100})
 

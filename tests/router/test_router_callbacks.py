@@ -160,10 +160,12 @@ async def test_handler_killed_mid_run_runs_again_on_the_rerun_and_is_not_debounc
             await asyncio.Event().wait()  # never returns: the process dies here
 
     update = press("menu:invest")
-    first = asyncio.create_task(r(make_ctx(update, outbox, store)))
+    dying = make_ctx(update, outbox, store)
+    first = asyncio.create_task(r(dying))
     await asyncio.wait_for(started.wait(), 5)
     first.cancel()  # the attempt dies mid-handler (the router still answers on the way out)
     await asyncio.wait([first])
+    await outbox.settle(dying)  # its records reach the store (a SIGKILL here is the window)
     replayed = await store.sends_for(BOT_ID, update["update_id"])
     await dispatch(r, update, outbox, store, replayed=replayed, attempt=2)  # inside the window
     assert runs == [1, 2]
@@ -309,5 +311,6 @@ async def test_make_ctx_answered_flag_comes_from_the_ledger(outbox: Outbox, stor
     fresh = make_ctx(update, outbox, store)
     assert not fresh.answered
     await fresh.answer()
+    await outbox.settle(fresh)
     replayed = await store.sends_for(BOT_ID, update["update_id"])
     assert make_ctx(update, outbox, store, replayed=replayed).answered

@@ -155,19 +155,41 @@ class SQLiteStore:
                     f"cannot create the store file {where}: {exc.strerror}. Check the "
                     "directory's permissions or choose another --store"
                 ) from exc
-        try:
-            conn = sqlite3.connect(path, timeout=self._busy_ms / 1000, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute("PRAGMA foreign_keys = OFF")
-            self._migrate(conn)
-        except sqlite3.Error as exc:
-            raise self._explain(exc) from exc
-        return conn
+        # Several processes starting together race to create the schema and switch the file to
+        # WAL; SQLite answers some of those races with SQLITE_BUSY at once, without waiting, so
+        # setting up is retried until the busy timeout.
+        deadline = time.monotonic() + self._busy_ms / 1000
+        delay = 0.02
+        while True:
+            conn = None
+            try:
+                conn = sqlite3.connect(path, timeout=self._busy_ms / 1000, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                # Only a process that must change something takes the write lock: a standby or
+                # `antiloop status` opening a current database beside a busy holder never waits.
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute("PRAGMA foreign_keys = OFF")
+                self._migrate(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                if not busy or time.monotonic() + delay > deadline:
+                    raise self._explain(exc) from exc
+                time.sleep(delay)  # in the store's own thread, never the event loop's
+                delay = min(delay * 2, 0.5)
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                raise self._explain(exc) from exc
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        if _schema_version(conn) == SCHEMA_VERSION:
+            return  # current: a plain read, no write lock
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -697,6 +719,17 @@ class _Batch:
 
     def futures(self) -> list[asyncio.Future[Any]]:
         return [f for _, f in self.ops] + self.row_futures()
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version recorded in the file, read without a write lock (None: no meta)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return int(row[0]) if row else None
 
 
 def _log_failure(fut: asyncio.Future[Any]) -> None:
