@@ -62,7 +62,7 @@ class Context:
         imid = body.get("inline_message_id") if cq is not None else None
         self.inline_message_id: str | None = imid if isinstance(imid, str) else None
         self._ordinal = 0
-        self.pending_records: list[tuple[int, Any, asyncio.Future[None]]] = []
+        self.pending_records: list[tuple[int, Any, asyncio.Future[Any]]] = []
         """Calls made and not yet durably recorded (the outbox settles them)."""
         self._replayed = replayed if replayed is not None else {}
         self.answered = ANSWER_KEY in self._replayed  # answered by an earlier attempt

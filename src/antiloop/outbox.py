@@ -141,8 +141,11 @@ class Outbox:
         # Recorded behind: the write is queued now (the same single store write as awaiting it
         # here) and committed with the next group commit while the handler goes on; the next
         # call of this update, and the update's completion, wait for it (``settle``).
-        record = asyncio.ensure_future(
-            self.store.record_send(ctx.bot_id, ctx.update_id, ordinal, method, result))
+        nowait = getattr(self.store, "record_send_nowait", None)
+        record: asyncio.Future[Any] = (
+            nowait(ctx.bot_id, ctx.update_id, ordinal, method, result) if nowait is not None
+            else asyncio.ensure_future(
+                self.store.record_send(ctx.bot_id, ctx.update_id, ordinal, method, result)))
         ctx.pending_records.append((ordinal, result, record))
         if self._takes_window(method, clean):
             self._remember(self._recent, self._repeat_key(clean), result)
@@ -165,6 +168,18 @@ class Outbox:
                     error = error or exc
             if error is not None:
                 raise error
+
+    def take_settled(self, ctx: Context) -> BaseException | None:
+        """For records that have all finished: clear them, keep failed calls' results in this
+        process (as :meth:`settle` does), and return the first error, if any."""
+        pending, ctx.pending_records = ctx.pending_records, []
+        error: BaseException | None = None
+        for ordinal, result, record in pending:
+            exc = asyncio.CancelledError() if record.cancelled() else record.exception()
+            if exc is not None:
+                self._remember(self._unrecorded, (ctx.bot_id, ctx.update_id, ordinal), result)
+                error = error or exc
+        return error
 
     async def _record_late(self, ctx: Context, ordinal: int, method: str) -> tuple[bool, Any]:
         key = (ctx.bot_id, ctx.update_id, ordinal)

@@ -65,7 +65,8 @@ class Worker:
         self._ready: asyncio.Queue[Key] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._completing: set[asyncio.Task[None]] = set()
+        self._completing: set[asyncio.Future[Any]] = set()
+        self._finalizing = 0
         self._store_failures = 0
         self._fresh: set[int] = set()
         self.lock_lost = False
@@ -200,7 +201,6 @@ class Worker:
                     await self._settle_quietly(ctx)  # the retry must see what this attempt sent
                     raise
                 await self._finish(ctx)
-                await self.outbox.settle(ctx)  # every call recorded before completion
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
                 if self._stop.is_set() or (task is not None and task.cancelling()):
@@ -218,15 +218,56 @@ class Worker:
                     return  # parked
                 loaded = False  # read the ledger: what the failed attempt sent is skipped
                 continue
-            # Not awaited: the next update of this chat may start while the completion is being
-            # committed (group commit). If we die first, the update is re-run and its recorded
-            # sends are skipped, so nothing is repeated; the stop() drain awaits these.
-            task = asyncio.create_task(self.store.complete(self.bot_id, entry.update_id,
-                                                           self.identity))
-            self._completing.add(task)
-            task.add_done_callback(self._completed)
+            # The chat moves on now; the update is completed once every call it made is
+            # recorded (records were queued first, so with group commit they land in the same
+            # transaction or an earlier one). If we die first, the update is re-run and its
+            # recorded calls are skipped. stop() waits for all of this.
             self.handled += 1
+            self._finalize(ctx, entry)
             return
+
+    def _finalize(self, ctx: Context, entry: InboxEntry) -> None:
+        pending = [record for _, _, record in ctx.pending_records]
+        if not pending:
+            self._complete(entry)
+            return
+        self._finalizing += 1
+        left = len(pending)
+
+        def one_done(_: asyncio.Future[Any]) -> None:
+            nonlocal left
+            left -= 1
+            if left:
+                return
+            self._finalizing -= 1
+            error = self.outbox.take_settled(ctx)
+            if error is None:
+                self._complete(entry)
+                return
+            # The store could not record a call Telegram accepted: run the update again here
+            # (the outbox remembers the call, so the re-run records it instead of repeating it).
+            log.error("update %s: a call could not be recorded (%s); running it again to "
+                      "record it", entry.update_id, error)
+            self.handled -= 1
+            entry.attempts += 1
+            self.submit([entry])
+
+        for record in pending:
+            record.add_done_callback(one_done)
+
+    def _complete(self, entry: InboxEntry) -> None:
+        nowait = getattr(self.store, "complete_nowait", None)
+        try:
+            done: asyncio.Future[Any] = (
+                nowait(self.bot_id, entry.update_id, self.identity) if nowait is not None
+                else asyncio.ensure_future(self.store.complete(self.bot_id, entry.update_id,
+                                                               self.identity)))
+        except StoreError as exc:
+            log.error("could not record update %s as done (it will be re-run, with its calls "
+                      "skipped, by the next holder): %s", entry.update_id, exc)
+            return
+        self._completing.add(done)
+        done.add_done_callback(self._completed)
 
     async def _failed(self, entry: InboxEntry, attempts: int, exc: BaseException) -> int:
         """Record a failed attempt; park it after ``max_attempts``. Returns the attempt number
@@ -275,7 +316,7 @@ class Worker:
         if await sleep_or_stop(self._stop, delay):
             raise _Stopping() from None
 
-    def _completed(self, task: asyncio.Task[None]) -> None:
+    def _completed(self, task: asyncio.Future[Any]) -> None:
         self._completing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("could not record an update as done (it will be re-run, with its sends "
@@ -306,8 +347,12 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self._finalizing and loop.time() < deadline:  # calls still being recorded
+            await asyncio.sleep(0.01)
         if self._completing:
-            await asyncio.wait(list(self._completing), timeout=drain_timeout)
+            await asyncio.wait(list(self._completing), timeout=max(0.0, deadline - loop.time()))
         left = [e.update_id for q in self._chats.values() for e in q]
         self._chats.clear()
         return left

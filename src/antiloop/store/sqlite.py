@@ -294,12 +294,14 @@ class SQLiteStore:
         return await fut
 
     def _enqueue(self) -> asyncio.Future[Any]:
+        self._start_flusher()
+        return asyncio.get_running_loop().create_future()
+
+    def _start_flusher(self) -> None:
         if self._conn is None or self._closing:
             raise StoreError(f"the store {self.path} is not open (or closing)")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return fut
 
     async def _flush(self) -> None:
         """Commit everything queued so far in one transaction; repeat while more arrives."""
@@ -378,9 +380,12 @@ class SQLiteStore:
 
     async def _write_row(self, sql: str, row: tuple[Any, ...]) -> None:
         """A one-statement write, batched with its kind into one executemany."""
+        await self._queue_row(sql, row)
+
+    def _queue_row(self, sql: str, row: tuple[Any, ...]) -> asyncio.Future[Any]:
         fut = self._enqueue()
         self._rows.setdefault(sql, []).append((row, fut))
-        await fut
+        return fut
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
@@ -413,9 +418,12 @@ class SQLiteStore:
             state = CLAIMED if owner else RECEIVED
             attempts = 1 if owner else 0
             redelivered = 0
+            ids = [uid for uid, _, _ in good]
+            dead = {int(r[0]) for r in conn.execute(
+                f"SELECT update_id FROM dead WHERE bot_id=? AND update_id IN "
+                f"({','.join('?' * len(ids))})", (bot_id, *ids))} if ids else set()
             for uid, update, raw in good:
-                if conn.execute("SELECT 1 FROM dead WHERE bot_id=? AND update_id=?",
-                                (bot_id, uid)).fetchone():
+                if uid in dead:
                     redelivered += 1
                     continue
                 key = U.order_key(update)
@@ -479,7 +487,12 @@ class SQLiteStore:
         return await self._write(op)
 
     async def complete(self, bot_id: int, update_id: int, owner: Identity) -> None:
-        await self._write_row(_COMPLETE, (self._clock(), owner.instance_id, bot_id, update_id))
+        await self.complete_nowait(bot_id, update_id, owner)
+
+    def complete_nowait(self, bot_id: int, update_id: int, owner: Identity) -> asyncio.Future[Any]:
+        """``complete`` queued for the next group commit; the future resolves once committed.
+        (No coroutine, no task: this is on the path of every update.)"""
+        return self._queue_row(_COMPLETE, (self._clock(), owner.instance_id, bot_id, update_id))
 
     async def fail(
         self, bot_id: int, update_id: int, error: str, *, dead: bool, owner: Identity
@@ -537,8 +550,13 @@ class SQLiteStore:
     async def record_send(
         self, bot_id: int, update_id: int, ordinal: int, method: str, result: Any
     ) -> None:
-        await self._write_row(_RECORD_SEND, (bot_id, update_id, ordinal, method, _dumps(result),
-                                             self._clock()))
+        await self.record_send_nowait(bot_id, update_id, ordinal, method, result)
+
+    def record_send_nowait(self, bot_id: int, update_id: int, ordinal: int, method: str,
+                           result: Any) -> asyncio.Future[Any]:
+        """``record_send`` queued for the next group commit; resolves once committed."""
+        return self._queue_row(_RECORD_SEND, (bot_id, update_id, ordinal, method, _dumps(result),
+                                              self._clock()))
 
     # -- windows and counters -----------------------------------------------------------------------
     async def become_exclusive(self, bot_id: int) -> None:
@@ -563,9 +581,7 @@ class SQLiteStore:
             if seen is not None and now - seen < window_s:
                 return True
             cache[key] = now
-            fut = self._enqueue()
-            self._rows.setdefault(_UPSERT_WINDOW, []).append(((bot_id, key, now), fut))
-            fut.add_done_callback(_log_failure)
+            self._queue_row(_UPSERT_WINDOW, (bot_id, key, now)).add_done_callback(_log_failure)
             return False
 
         def op(conn: sqlite3.Connection) -> bool:
