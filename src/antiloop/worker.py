@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import traceback
@@ -67,6 +68,8 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._completing: set[asyncio.Future[Any]] = set()
         self._finalizing = 0
+        self._none_finalizing = asyncio.Event()
+        self._none_finalizing.set()
         self._store_failures = 0
         self._fresh: set[int] = set()
         self.lock_lost = False
@@ -232,6 +235,7 @@ class Worker:
             self._complete(entry)
             return
         self._finalizing += 1
+        self._none_finalizing.clear()
         left = len(pending)
 
         def one_done(_: asyncio.Future[Any]) -> None:
@@ -240,6 +244,8 @@ class Worker:
             if left:
                 return
             self._finalizing -= 1
+            if not self._finalizing:
+                self._none_finalizing.set()
             error = self.outbox.take_settled(ctx)
             if error is None:
                 self._complete(entry)
@@ -349,8 +355,8 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout
-        while self._finalizing and loop.time() < deadline:  # calls still being recorded
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):  # calls still being recorded
+            await asyncio.wait_for(self._none_finalizing.wait(), drain_timeout)
         if self._completing:
             await asyncio.wait(list(self._completing), timeout=max(0.0, deadline - loop.time()))
         left = [e.update_id for q in self._chats.values() for e in q]
