@@ -124,3 +124,54 @@ def callback_data(update: dict[str, Any]) -> str | None:
         return None
     value = payload(update).get("data")
     return value if isinstance(value, str) else None
+
+
+class Parsed:
+    """Everything the runtime reads from one update, computed in one pass."""
+
+    __slots__ = ("callback_query_id", "chat_id", "data", "inline_message_id", "kind", "message",
+                 "message_id", "payload", "text", "user", "user_id")
+
+    def __init__(self, update: dict[str, Any]) -> None:
+        kind = update_type(update)
+        raw = update.get(kind)
+        body: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        self.kind = kind
+        self.payload = body
+        msg: dict[str, Any] | None
+        if kind in MESSAGE_LIKE:
+            msg = body
+        elif kind == "callback_query":
+            m = body.get("message")
+            msg = m if isinstance(m, dict) else None
+        else:
+            msg = None
+        self.message = msg
+        chat = msg.get("chat") if msg is not None else None
+        if not isinstance(chat, dict):
+            chat = body.get("chat")
+        self.chat_id = _int(chat.get("id")) if isinstance(chat, dict) else None
+        who = body.get("from")
+        if not isinstance(who, dict):
+            who = body.get("user")
+        self.user: dict[str, Any] | None = who if isinstance(who, dict) else None
+        self.user_id = _int(self.user.get("id")) if self.user else None
+        if kind == "callback_query":
+            data = body.get("data")
+            self.data = data if isinstance(data, str) else None
+            cq = body.get("id")
+            self.callback_query_id = cq if isinstance(cq, str) else None
+            imid = body.get("inline_message_id") if self.callback_query_id is not None else None
+            self.inline_message_id = imid if isinstance(imid, str) else None
+            self.text = None
+        else:
+            self.data = None
+            self.callback_query_id = None
+            self.inline_message_id = None
+            if msg is not None:
+                value = msg.get("text", msg.get("caption"))
+            else:
+                value = body.get("query") if kind == "inline_query" else None
+            self.text = value if isinstance(value, str) else None
+        mid = msg.get("message_id") if msg else None
+        self.message_id = mid if isinstance(mid, int) and not isinstance(mid, bool) else None

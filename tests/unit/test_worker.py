@@ -139,3 +139,29 @@ async def test_stop_returns_unfinished_work_for_release() -> None:
     await asyncio.sleep(0.01)
     left = await worker.stop(drain_timeout=0.05)
     assert sorted(left) == [1, 2, 3]
+
+
+def test_parsed_update_agrees_with_the_single_readers() -> None:
+    from antiloop import updates as U
+
+    samples = [
+        msg(1, 5),
+        {"update_id": 2, "edited_message": {"message_id": 3, "date": 0, "caption": "c",
+                                            "chat": {"id": -7, "type": "group"},
+                                            "from": {"id": 8, "is_bot": True}}},
+        {"update_id": 3, "callback_query": {"id": "q", "data": "menu:x", "chat_instance": "1",
+                                            "from": {"id": 5, "is_bot": False},
+                                            "message": {"message_id": 9, "date": 0,
+                                                        "chat": {"id": 5, "type": "private"}}}},
+        {"update_id": 4, "callback_query": {"id": "q2", "inline_message_id": "im", "data": "d",
+                                            "chat_instance": "1", "from": {"id": 6}}},
+        {"update_id": 5, "inline_query": {"id": "i", "query": "hello", "offset": "",
+                                          "from": {"id": 11}}},
+        {"update_id": 6, "my_chat_member": {"chat": {"id": -100}, "from": {"id": 12}}},
+        {"update_id": 7, "message": "not a dict"},
+    ]
+    for u in samples:
+        p = U.Parsed(u)
+        assert (p.kind, p.chat_id, p.user_id, p.text, p.data) == (
+            U.update_type(u), U.chat_id(u), U.user_id(u), U.text(u), U.callback_data(u)), u
+        assert p.message == U.message_of(u)
