@@ -3,8 +3,9 @@
 Commands: text -> echo; /menu -> "Pick one" with buttons a, b, silent; a press of a or b is
 answered "ok" and edits the message to "Picked <data>" (keyboard kept); "silent" edits without
 answering (antiloop answers); /two sends "first", fails on its first attempt, then sends
-"second"; /boom always fails; /crash copies the message back, then (in the first process
-only) hangs until killed, then sends "after crash". ``counts`` counts handler runs.
+"second"; /boom always fails; /crash copies the message back, shows "typing" (by then the
+copy is in the ledger: a call's record is durable before the update's next call), then (in the
+first process only) hangs until killed, then sends "after crash". ``counts`` counts handler runs.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def ptb_app(token: str, base_url: str, counts: Counter[str]) -> Any:
         assert update.message is not None
         chat = update.message.chat_id
         await context.bot.copy_message(chat, chat, update.message.message_id)
+        await context.bot.send_chat_action(chat, "typing")  # the copy's record is durable now
         if _first_run():
             await asyncio.sleep(120)  # killed here
         await context.bot.send_message(chat, "after crash")
@@ -131,6 +133,7 @@ def aiogram_dp(counts: Counter[str]) -> Any:
     @dp.message(Command("crash"))
     async def crash(message: Message, bot: Bot) -> None:
         await bot.copy_message(message.chat.id, message.chat.id, message.message_id)
+        await bot.send_chat_action(message.chat.id, "typing")  # the copy's record is durable now
         if _first_run():
             await asyncio.sleep(120)  # killed here
         await bot.send_message(message.chat.id, "after crash")
@@ -185,6 +188,7 @@ def telebot_bot(token: str, counts: Counter[str]) -> Any:
     @bot.message_handler(commands=["crash"])
     def crash(message: Any) -> None:
         bot.copy_message(message.chat.id, message.chat.id, message.message_id)
+        bot.send_chat_action(message.chat.id, "typing")  # the copy's record is durable now
         if _first_run():
             time.sleep(120)  # killed here
         bot.send_message(message.chat.id, "after crash")
@@ -230,6 +234,7 @@ def async_telebot_bot(token: str, counts: Counter[str]) -> Any:
     @bot.message_handler(commands=["crash"])
     async def crash(message: Any) -> None:
         await bot.copy_message(message.chat.id, message.chat.id, message.message_id)
+        await bot.send_chat_action(message.chat.id, "typing")  # the copy's record is durable now
         if _first_run():
             await asyncio.sleep(120)  # killed here
         await bot.send_message(message.chat.id, "after crash")

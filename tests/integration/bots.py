@@ -46,6 +46,9 @@ async def three_sends(ctx: Context) -> None:
     """Sends three messages; on its first attempt it stops dead after the first one."""
     _log("start", ctx)
     await ctx.reply("part 1")
+    # A call's record is durable before the update's next call: after this one, "part 1" is in
+    # the ledger for sure (a kill between a send and its group commit is the admitted window).
+    await ctx.call("sendChatAction", chat_id=ctx.chat_id, action="typing")
     if ctx.attempt == 1:
         _log("hang", ctx)
         await asyncio.sleep(3600)

@@ -25,6 +25,7 @@ from ..errors import StoreError
 from .base import CLAIMED, DONE, RECEIVED, DeadLetter, InboxEntry
 
 T = TypeVar("T")
+log = logging.getLogger("antiloop.store")
 Op = Callable[[sqlite3.Connection], Any]
 
 SCHEMA_VERSION = 1
@@ -118,10 +119,11 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._queue: list[tuple[Op, asyncio.Future[Any]]] = []
-        self._rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]] = {}
+        self._rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._windows: dict[int, dict[str, float]] = {}  # bots this process writes alone
         self._closing = False
+        self._dirty_windows: list[tuple[int, str, float]] = []
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -307,7 +309,11 @@ class SQLiteStore:
         """Commit everything queued so far in one transaction; repeat while more arrives."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # let the writers of this loop iteration queue up
-        while self._queue or self._rows:
+        while self._queue or self._rows or self._dirty_windows:
+            if self._dirty_windows:  # persisted behind, with whatever commits next
+                self._rows.setdefault(_UPSERT_WINDOW, []).extend(
+                    (row, None) for row in self._dirty_windows)
+                self._dirty_windows = []
             batch = _Batch(self._queue, self._rows)
             self._queue, self._rows = [], {}
             try:
@@ -324,6 +330,9 @@ class SQLiteStore:
                 for fut in batch.futures():
                     if not fut.done():
                         fut.set_exception(err)
+                if _UPSERT_WINDOW in batch.rows:
+                    log.warning("windows could not be persisted (they hold in this process): %s",
+                                err)
                 continue
             for fut in batch.row_futures():
                 if not fut.done():
@@ -581,7 +590,8 @@ class SQLiteStore:
             if seen is not None and now - seen < window_s:
                 return True
             cache[key] = now
-            self._queue_row(_UPSERT_WINDOW, (bot_id, key, now)).add_done_callback(_log_failure)
+            self._start_flusher()
+            self._dirty_windows.append((bot_id, key, now))
             return False
 
         def op(conn: sqlite3.Connection) -> bool:
@@ -726,12 +736,12 @@ class _Batch:
     __slots__ = ("ops", "rows")
 
     def __init__(self, ops: list[tuple[Op, asyncio.Future[Any]]],
-                 rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any]]]]) -> None:
+                 rows: dict[str, list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]]) -> None:
         self.ops = ops
         self.rows = rows
 
     def row_futures(self) -> list[asyncio.Future[Any]]:
-        return [f for rows in self.rows.values() for _, f in rows]
+        return [f for rows in self.rows.values() for _, f in rows if f is not None]
 
     def futures(self) -> list[asyncio.Future[Any]]:
         return [f for _, f in self.ops] + self.row_futures()
@@ -746,12 +756,6 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
             return None
         raise
     return int(row[0]) if row else None
-
-
-def _log_failure(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        logging.getLogger("antiloop.store").warning(
-            "a window could not be persisted (it holds in this process): %s", fut.exception())
 
 
 def _bump(conn: sqlite3.Connection, bot_id: int, reason: str, n: int) -> None:
