@@ -183,3 +183,25 @@ async def test_next_update_id_can_jump(emulator: Emulator, bot: RawBotClient) ->
     sent = await emulator.send(bot.bot_id, USER, "after a quiet week")
     assert sent["update_id"] == 987_654_321
     assert ids(await bot.ok("getUpdates")) == [987_654_321]
+
+
+async def test_a_poller_that_hung_up_is_not_a_conflict(emulator: Emulator, bot: RawBotClient) -> None:
+    """A killed process's parked getUpdates is dropped, not answered 409 or counted as live."""
+    import aiohttp
+
+    url = f"{emulator.base_url}/bot{bot.token}/getUpdates"
+    async with aiohttp.ClientSession() as session:
+        async def park() -> None:
+            async with session.post(url, json={"timeout": 30}) as r:
+                await r.read()
+
+        dead = asyncio.create_task(park())
+        await emulator.wait_for(lambda: emulator.stats(bot.bot_id)["getupdates_in_flight"] == 1)
+        dead.cancel()  # the client hangs up, as a SIGKILLed process's socket does
+        await asyncio.gather(dead, return_exceptions=True)
+    await asyncio.sleep(0.05)  # the server notices the closed connection
+    sent = await send_n(emulator, bot, 1)
+    assert ids(await bot.ok("getUpdates", timeout=1)) == sent
+    stats = emulator.stats(bot.bot_id)
+    assert stats["conflicts_409"] == 0
+    assert stats["getupdates_pollers_max"] == 1

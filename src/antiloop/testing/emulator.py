@@ -120,10 +120,18 @@ class _Answer:
 class _Poll:
     """One parked getUpdates request."""
 
-    __slots__ = ("future",)
+    __slots__ = ("future", "request")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: web.BaseRequest | None) -> None:
         self.future: asyncio.Future[str] = loop.create_future()
+        self.request = request
+
+    def gone(self) -> bool:
+        """The client hung up (a killed process): nobody would receive an answer."""
+        if self.request is None:
+            return False
+        transport = self.request.transport
+        return transport is None or transport.is_closing()
 
     def wake(self, reason: str) -> None:
         if not self.future.done():
@@ -620,7 +628,7 @@ class Emulator:
         bot.stats.calls[method] += 1
         try:
             params = Params(await _read_params(request))
-            result = await self._call(bot, method, params)
+            result = await self._call(bot, method, params, request)
         except ApiError as exc:
             return _json_response(exc.as_dict(), exc.code)
         finally:
@@ -636,12 +644,13 @@ class Emulator:
             )
         return _json_response({"ok": True, "result": result})
 
-    async def _call(self, bot: BotState, method: str, params: Params) -> Any:
+    async def _call(self, bot: BotState, method: str, params: Params,
+                    request: web.BaseRequest | None = None) -> Any:
         sync = SYNC_METHODS.get(method)
         if sync is not None:
             return sync(self, bot, params)
         if method == "getUpdates":
-            return await self._get_updates(bot, params)
+            return await self._get_updates(bot, params, request)
         if method == "setWebhook":
             return await self._set_webhook(bot, params)
         if method == "deleteWebhook":
@@ -668,7 +677,8 @@ class Emulator:
                 bot.redeliver[update.update_id] = update
         return [update.payload for update in batch]
 
-    async def _get_updates(self, bot: BotState, params: Params) -> list[dict[str, Any]]:
+    async def _get_updates(self, bot: BotState, params: Params,
+                           request: web.BaseRequest | None = None) -> list[dict[str, Any]]:
         if bot.webhook is not None:
             raise ApiError(409, CONFLICT_WEBHOOK)
         offset = params.get_int("offset", 0) or 0
@@ -679,7 +689,17 @@ class Emulator:
             bot.set_allowed_updates(parse_allowed_updates(params.get_json("allowed_updates")))
         stats = bot.stats
         stats.getupdates_in_flight += 1
-        stats.getupdates_pollers_max = max(stats.getupdates_pollers_max, stats.getupdates_in_flight)
+        parked = self._polls.get(bot.bot_id)
+        if parked is not None and parked.gone():
+            # The parked poll belongs to a client that hung up (a killed process): Telegram has
+            # nobody to answer, so it is neither a concurrent poller nor a 409.
+            parked.wake("gone")
+            if self._polls.get(bot.bot_id) is parked:
+                del self._polls[bot.bot_id]
+            live = stats.getupdates_in_flight - 1
+        else:
+            live = stats.getupdates_in_flight
+        stats.getupdates_pollers_max = max(stats.getupdates_pollers_max, live)
         poll: _Poll | None = None
         try:
             bot.confirm(offset)
@@ -687,7 +707,7 @@ class Emulator:
             if batch or timeout <= 0:
                 return self._deliver_batch(bot, batch)
             loop = asyncio.get_running_loop()
-            poll = _Poll(loop)
+            poll = _Poll(loop, request)
             previous = self._polls.get(bot.bot_id)
             self._polls[bot.bot_id] = poll
             if previous is not None:
