@@ -627,7 +627,10 @@ class Emulator:
         bot = self._bot(int(match.group(1)))
         bot.stats.calls[method] += 1
         try:
-            params = Params(await _read_params(request))
+            try:
+                params = Params(await _read_params(request))
+            except ConnectionError:  # the client hung up mid-request (a killed process)
+                return _error(400, "Bad Request: the request was not received whole")
             result = await self._call(bot, method, params, request)
         except ApiError as exc:
             return _json_response(exc.as_dict(), exc.code)
