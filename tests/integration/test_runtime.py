@@ -240,3 +240,19 @@ async def test_webhook_set_gives_a_clear_error_and_is_not_deleted_silently(
         await wait_until(lambda: len(g.done_counts()) == 1, what="polling after --delete-webhook")
     finally:
         g.stop_all()
+
+
+async def test_deleting_the_lock_file_makes_the_holder_stand_down(tmp_path: Path, tg: Emulator) -> None:
+    f = fleet(tmp_path, tg)
+    (proc,) = f.start(1)
+    await wait_until(lambda: f.holder_pid() is not None, what="a lock holder")
+    Path(f.lock[len("file:"):]).unlink()
+    code = await asyncio.to_thread(proc.wait, 20)
+    assert code == 3, f.output(0)
+    assert "was deleted or replaced" in f.output(0)
+    f.start(1)  # the next instance takes the (new) lock and works
+    try:
+        await tg.send(BOT, 1, "after the delete")
+        await f.wait(lambda: len(f.done_counts()) == 1, what="the new holder's reply")
+    finally:
+        f.stop_all()

@@ -145,3 +145,19 @@ def test_default_lock_sits_beside_the_store() -> None:
     assert default_lock_url("sqlite:///bot_status.db") == "file:.bot_instance.lock"
     assert default_lock_url("sqlite:////srv/bot/bot.db") == "file:/srv/bot/.bot_instance.lock"
     assert open_lock("file:/tmp/a.lock", Identity(), 1).path == Path("/tmp/a.lock")
+
+
+def test_a_deleted_lock_file_is_noticed_and_the_holder_stands_down(tmp_path: Path) -> None:
+    path = tmp_path / ".bot_instance.lock"
+    a = FileLock(path, Identity("a", 100, "h1"), 7)
+    assert a.try_acquire()
+    a.beat()
+    assert a.valid() and not a.lost.is_set()
+    path.unlink()  # what the old "fix" told people to do
+    b = FileLock(path, Identity("b", 200, "h1"), 7)
+    assert b.try_acquire(), "a new file is a new lock: two holders until the first notices"
+    a.beat()
+    assert a.lost.is_set() and not a.valid()
+    assert b.valid()
+    b.release()
+    a.release()

@@ -14,6 +14,7 @@ import datetime as dt
 import errno
 import fcntl
 import json
+import logging
 import os
 import signal
 import time
@@ -24,6 +25,8 @@ from typing import Any
 
 from .._util import Clock, Identity
 from ..errors import LockError
+
+log = logging.getLogger("antiloop.lock")
 
 
 @dataclass
@@ -134,8 +137,18 @@ class FileLock:
         return True
 
     def beat(self) -> None:
-        """Refresh the holder info and heartbeat in the file."""
+        """Refresh the holder info and heartbeat in the file, and check that the path still
+        names the file we hold: if someone deleted or replaced it, a new process can take a
+        lock on the new file, so this one must stop (``lost``)."""
         if self._fd is None:
+            return
+        if not self._still_ours():
+            if not self.lost.is_set():
+                log.error(
+                    "the lock file %s was deleted or replaced while this process held it; "
+                    "another instance can now take a second lock, so this one stops. Never "
+                    "delete the lock file: `antiloop status` tells whether it is held", self.path)
+                self.lost.set()
             return
         info = HolderInfo(self.identity.instance_id, self.identity.pid, self.identity.host,
                           self.bot_id, _iso(self._since), self._since, self._clock())
@@ -144,8 +157,18 @@ class FileLock:
         os.ftruncate(self._fd, len(data))
 
     def valid(self) -> bool:
-        """True while we hold it (a kernel lock cannot expire under a live process)."""
-        return self._fd is not None
+        """True while we hold it (a kernel lock cannot expire under a live process) and the
+        lock file was not deleted under us."""
+        return self._fd is not None and not self.lost.is_set()
+
+    def _still_ours(self) -> bool:
+        assert self._fd is not None
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._fd)
+        return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
 
     def release(self) -> None:
         if self._fd is None:
