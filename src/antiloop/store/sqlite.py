@@ -387,11 +387,9 @@ class SQLiteStore:
             raise
         return out
 
-    async def _write_row(self, sql: str, row: tuple[Any, ...]) -> None:
-        """A one-statement write, batched with its kind into one executemany."""
-        await self._queue_row(sql, row)
-
     def _queue_row(self, sql: str, row: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """A one-statement write, batched with its kind into one executemany; the future
+        resolves once committed."""
         fut = self._enqueue()
         self._rows.setdefault(sql, []).append((row, fut))
         return fut
