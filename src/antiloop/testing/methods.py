@@ -410,15 +410,21 @@ def send_document(api: MethodContext, bot: BotState, params: Params) -> Any:
     return _send(bot, chat, params, text=None, extra=extra)
 
 
-def copy_message(api: MethodContext, bot: BotState, params: Params) -> Any:
-    chat = _chat(bot, params)
+def _source_message(bot: BotState, params: Params, verb: str) -> StoredMessage:
+    """The message ``from_chat_id``/``message_id`` name, for copyMessage and forwardMessage."""
     source_id = params.get_int("from_chat_id")
     source = bot.chats.get(source_id) if source_id is not None else None
     if source is None:
         raise ApiError(400, CHAT_NOT_FOUND)
     original = source.messages.get(_message_id(params))
     if original is None or original.deleted:
-        raise ApiError(400, "Bad Request: message to copy not found")
+        raise ApiError(400, f"Bad Request: message to {verb} not found")
+    return original
+
+
+def copy_message(api: MethodContext, bot: BotState, params: Params) -> Any:
+    chat = _chat(bot, params)
+    original = _source_message(bot, params, "copy")
     sent = _send(
         bot,
         chat,
@@ -432,13 +438,7 @@ def copy_message(api: MethodContext, bot: BotState, params: Params) -> Any:
 
 def forward_message(api: MethodContext, bot: BotState, params: Params) -> Any:
     chat = _chat(bot, params)
-    source_id = params.get_int("from_chat_id")
-    source = bot.chats.get(source_id) if source_id is not None else None
-    if source is None:
-        raise ApiError(400, CHAT_NOT_FOUND)
-    original = source.messages.get(_message_id(params))
-    if original is None or original.deleted:
-        raise ApiError(400, "Bad Request: message to forward not found")
+    original = _source_message(bot, params, "forward")
     extra = dict(original.extra)
     extra["forward_origin"] = {
         "type": "user",
