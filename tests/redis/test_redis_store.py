@@ -19,16 +19,7 @@ from antiloop.store import MemoryStore, Store, open_store
 from antiloop.store.redis import RedisStore, parse_redis_url
 from tests.conftest import FakeClock
 from tests.redis.keys import keys_of
-
-BOT = 42
-ME = Identity("me", 1, "h")
-OTHER = Identity("other", 2, "h")
-
-
-def msg(uid: int, chat: int = 7, text: str = "hi") -> dict:
-    return {"update_id": uid, "message": {"message_id": uid, "date": 0, "text": text,
-                                          "chat": {"id": chat, "type": "private"},
-                                          "from": {"id": chat, "is_bot": False, "first_name": "u"}}}
+from tests.unit.test_store import BOT, ME, OTHER, msg
 
 
 def sync_client(redis_url: str) -> Redis:
